@@ -1,0 +1,1 @@
+"""AMQP 0-9-1 transport for courier (RabbitMQ), on pika."""

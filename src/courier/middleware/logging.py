@@ -1,0 +1,53 @@
+"""Log what happens to each consumed message, at a cost only when the level is on.
+
+Successful handling logs at DEBUG with its duration; a failure at WARNING
+with what happens next; a message dead-lettered also at ERROR (by
+:mod:`courier.dead_letters`). The logger is ``courier.consume``; the worker
+adds its ids to every record. (Dispatches log at DEBUG on
+``courier.dispatch``, from the router.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from courier.envelope import Envelope
+from courier.middleware.base import Next
+from courier.transports.base import Outcome
+
+__all__ = ["LoggingMiddleware"]
+
+consume_logger = logging.getLogger("courier.consume")
+
+
+class LoggingMiddleware:
+    def handle(self, envelope: Envelope, next: Next) -> Envelope:
+        received = envelope.received
+        if received is None:
+            return next(envelope)
+        started = time.perf_counter()
+        result = next(envelope)
+        outcome = received.outcome
+        failure = received.failure
+        if failure is None:
+            if consume_logger.isEnabledFor(logging.DEBUG):
+                elapsed = (time.perf_counter() - started) * 1000
+                consume_logger.debug("handled %r in %.1f ms", envelope, elapsed)
+        elif outcome is Outcome.RETRIED:
+            consume_logger.warning(
+                "%r failed (%s: %s); retrying as attempt %d",
+                envelope,
+                type(failure).__name__,
+                failure,
+                result.attempt,
+            )
+        else:
+            consume_logger.warning(
+                "%r failed (%s: %s); %s",
+                envelope,
+                type(failure).__name__,
+                failure,
+                outcome.value if outcome else "not settled",
+            )
+        return result

@@ -1,0 +1,174 @@
+"""DSN parsing and masking.
+
+A DSN names a broker, its credentials and the transport's options in one
+string: ``amqp://guest:secret@localhost:5672/%2f?queue=email&prefetch=50``.
+The password is the one part that must never be seen again: ``repr``,
+``str``, every error raised here and every log line show ``***`` instead,
+in plain and in URL-encoded form. Options are checked against the
+transport's own pydantic model, so a misspelt option is an error rather
+than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from courier.errors import ConfigurationError
+
+__all__ = ["Dsn", "TransportOptions"]
+
+MASK = "***"
+
+_SECRET_OPTION_WORDS = ("password", "secret", "token", "credential", "passphrase")
+
+OptionsT = TypeVar("OptionsT", bound="TransportOptions")
+
+
+class TransportOptions(BaseModel):
+    """Base for a transport's DSN options: unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_secret_option(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_OPTION_WORDS) or lowered.endswith("key")
+
+
+class Dsn:
+    """A parsed DSN whose password is kept out of every rendering."""
+
+    __slots__ = ("_password", "host", "options", "path", "port", "scheme", "username")
+
+    def __init__(
+        self,
+        scheme: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        path: str = "",
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.username = username
+        self._password = password
+        self.host = host
+        self.port = port
+        self.path = path
+        self.options: dict[str, str] = dict(options or {})
+
+    @classmethod
+    def parse(cls, text: str) -> Dsn:
+        """Parse ``text``; errors describe it without ever quoting it whole."""
+        if not isinstance(text, str) or "://" not in text:
+            raise ConfigurationError("a DSN looks like scheme://[user:password@]host[:port]/path?options")
+        scheme = text.split("://", 1)[0].lower()
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as error:
+            reason = "port" if "port" in str(error).lower() else "syntax"
+            raise ConfigurationError(f"the {scheme}:// DSN has an invalid {reason}") from None
+        options: dict[str, str] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in options:
+                raise ConfigurationError(f"option {key!r} appears twice in the {scheme}:// DSN")
+            options[key] = value
+        return cls(
+            scheme,
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            host=parts.hostname,
+            port=port,
+            path=unquote(parts.path),
+            options=options,
+        )
+
+    @property
+    def password(self) -> str | None:
+        """The password, for handing to a client library; never log it."""
+        return self._password
+
+    @property
+    def has_password(self) -> bool:
+        return self._password is not None
+
+    def secrets(self) -> list[str]:
+        """Every secret in this DSN, in each form it may be printed in."""
+        found = [self._password] if self._password else []
+        found += [value for key, value in self.options.items() if value and _is_secret_option(key)]
+        forms: list[str] = []
+        for secret in found:
+            forms += [secret, quote(secret, safe=""), quote(secret)]
+        return sorted(set(forms), key=len, reverse=True)
+
+    def render(self, *, reveal: bool = False) -> str:
+        """The DSN as text; masked unless ``reveal`` (for client libraries only)."""
+        auth = ""
+        if self.username is not None or self._password is not None:
+            auth = quote(self.username or "", safe="")
+            if self._password is not None:
+                auth += ":" + (quote(self._password, safe="") if reveal else MASK)
+            auth += "@"
+        host = self.host or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if self.port is not None:
+            host += f":{self.port}"
+        path = quote(self.path, safe="/:")
+        query = "&".join(
+            f"{quote(key, safe='')}="
+            + (MASK if _is_secret_option(key) and not reveal and value else quote(value, safe=""))
+            for key, value in self.options.items()
+        )
+        return f"{self.scheme}://{auth}{host}{path}" + (f"?{query}" if query else "")
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret of this DSN replaced by ``***``."""
+        for secret in self.secrets():
+            text = text.replace(secret, MASK)
+        return text
+
+    def option_model(self, model: type[OptionsT]) -> OptionsT:
+        """The options validated against ``model``; unknown names are errors."""
+        try:
+            return model.model_validate(self.options)
+        except ValidationError as error:
+            problems = []
+            for detail in error.errors(include_input=False, include_url=False):
+                name = ".".join(str(part) for part in detail["loc"])
+                if detail["type"] == "extra_forbidden":
+                    known = ", ".join(sorted(model.model_fields)) or "none"
+                    problems.append(f"unknown option {name!r} (known: {known})")
+                else:
+                    problems.append(f"option {name!r}: {detail['msg']}")
+            raise ConfigurationError(f"{'; '.join(problems)} in DSN {self}") from None
+
+    def with_options(self, **options: str) -> Dsn:
+        """A copy with ``options`` set (used by tests to shrink timings)."""
+        return Dsn(
+            self.scheme,
+            username=self.username,
+            password=self._password,
+            host=self.host,
+            port=self.port,
+            path=self.path,
+            options={**self.options, **options},
+        )
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"Dsn({self.render()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dsn) and self.render(reveal=True) == other.render(reveal=True)
+
+    def __hash__(self) -> int:
+        return hash(self.render())
