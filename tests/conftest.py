@@ -1,0 +1,3 @@
+"""Shared fixtures for courier's own tests."""
+
+from __future__ import annotations
