@@ -37,7 +37,7 @@ from courier.errors import (
     TransportError,
 )
 from courier.handlers import HandlerRegistry, HandlerSpec, marked_handlers
-from courier.message import Event, Message
+from courier.message import Event, Message, defined_message
 from courier.middleware.acknowledge import AckPolicy, AcknowledgeMiddleware
 from courier.middleware.base import Middleware, Next, compose
 from courier.middleware.logging import LoggingMiddleware
@@ -45,7 +45,7 @@ from courier.middleware.max_deliveries import DEFAULT_MAX_DELIVERIES, MaxDeliver
 from courier.middleware.retry import RetryMiddleware, RetryPolicy, RetryStrategy
 from courier.middleware.validation import ValidationMiddleware
 from courier.registry import MessageRegistry
-from courier.routing import Route, Router
+from courier.routing import CATCH_ALL, Route, Router
 from courier.serializer import DEFAULT_MAX_BODY, JsonSerializer, Serializer
 from courier.transports.base import Outcome, Received, Transport, subscription_queue
 from courier.transports.dsn import Dsn
@@ -118,6 +118,19 @@ class Bus:
                 )
             else:
                 self.route(message_type, route)
+
+    @classmethod
+    def from_config(cls, path: str | None = None, **overrides: Any) -> Bus:
+        """A bus configured from ``courier.toml`` / ``[tool.courier]`` / ``COURIER_*``.
+
+        ``path`` defaults to ``$COURIER_CONFIG``, then ``courier.toml`` or
+        ``pyproject.toml`` in the working directory; ``overrides`` replace
+        settings by name (``transports={...}``).
+        """
+        from courier.config import build_bus, load_settings
+
+        settings, _ = load_settings(path, overrides=overrides or None)
+        return build_bus(settings, cls())
 
     # -- configuration -------------------------------------------------------
 
@@ -551,7 +564,21 @@ class Bus:
 
     # -- the layout of queues ------------------------------------------------
 
+    def _adopt_routed_types(self) -> None:
+        """Register the classes that routes name but nothing registered yet.
+
+        Routing configured by wire name cannot import anything; it names a
+        class the app has defined, and routing it registers it, exactly as
+        ``bus.route(SendEmail, ...)`` does.
+        """
+        for name in self.router.routes():
+            if name != CATCH_ALL and self.registry.resolve(name) is None:
+                defined = defined_message(name)
+                if defined is not None:
+                    self.registry.register(defined)
+
     def _routed_types(self, transport: str) -> list[tuple[type[Message], Route]]:
+        self._adopt_routed_types()
         found = []
         for message_type in self.registry:
             route = self.router.route_for(message_type)
@@ -662,9 +689,10 @@ class Bus:
                         f"routing names message type {route_name!r} for {name!r}, but no class "
                         "with that message_name is imported by the app"
                     )
-            self._check_retry_delays(transport)
+            self.check_retry_delays(transport)
 
-    def _check_retry_delays(self, transport: Transport) -> None:
+    def check_retry_delays(self, transport: Transport) -> None:
+        """Refuse retry strategies that ``transport`` cannot delay as asked."""
         strategies = [self.retry_policy.default, *self.retry_policy.message_types.values()]
         strategies.append(self.retry_policy.transports.get(transport.name, strategies[0]))
         capabilities = transport.capabilities

@@ -22,7 +22,7 @@ from pydantic import ConfigDict
 from courier.envelope import Envelope, ErrorDetails, new_message_id
 from courier.errors import MessageDecodingFailed
 from courier.message import Message
-from courier.serializer import Headers
+from courier.serializer import INVALID_MESSAGE_TYPE, Headers
 from courier.transports.base import Outcome, Received, Transport
 
 __all__ = ["DeadLetters", "InvalidMessage"]
@@ -39,7 +39,7 @@ class InvalidMessage(Message):
     """
 
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
-    message_name: ClassVar[str] = "courier.invalid-message"
+    message_name: ClassVar[str] = INVALID_MESSAGE_TYPE
 
     body: bytes
     headers: dict[str, str]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from courier.errors import ConfigurationError
+from courier.errors import ConfigurationError, HandlerFailed
 
 if TYPE_CHECKING:
     from courier.message import Message
@@ -55,7 +55,14 @@ class ErrorDetails:
     def from_exception(
         cls, error: BaseException, *, transport: str | None = None, queue: str | None = None
     ) -> ErrorDetails:
-        """Describe ``error`` with a bounded message and traceback."""
+        """Describe ``error`` with a bounded message and traceback.
+
+        A :class:`HandlerFailed` around one error is described by that error,
+        the one the handler raised (as Symfony's ErrorDetailsStamp does), so
+        the failure store can be filtered by the application's error class.
+        """
+        if isinstance(error, HandlerFailed) and len(error.errors) == 1:
+            error = error.errors[0]
         kind = type(error)
         name = kind.__qualname__ if kind.__module__ == "builtins" else (
             f"{kind.__module__}.{kind.__qualname__}"
@@ -63,8 +70,12 @@ class ErrorDetails:
         text = str(error)
         if len(text) > MAX_ERROR_MESSAGE:
             text = text[:MAX_ERROR_MESSAGE] + "... (truncated)"
-        lines = traceback.format_exception(error, limit=-MAX_TRACEBACK_FRAMES)
-        trace = "".join(lines)
+        # Each piece bounded too, so a huge message cannot push the frames and
+        # the error's class out of the kept tail.
+        trace = "".join(
+            line if len(line) <= MAX_ERROR_MESSAGE else line[:MAX_ERROR_MESSAGE] + "...\n"
+            for line in traceback.format_exception(error, limit=-MAX_TRACEBACK_FRAMES)
+        )
         if len(trace) > MAX_TRACEBACK:
             trace = "... (truncated)\n" + trace[-MAX_TRACEBACK:]
         return cls(name, text, trace, time.time(), transport, queue)
@@ -208,6 +219,8 @@ class Envelope(_EnvelopeFields):
                 value = _check_attempt(value)
             elif name == "delay":
                 value = seconds(value)
+            elif name == "ttr":
+                value = None if value is None else seconds(value)
             values[index] = value
         return _new_tuple(Envelope, values)
 
@@ -257,15 +270,16 @@ def seconds(value: float | timedelta) -> float:
 
 
 def _check_priority(priority: int) -> int:
-    if not isinstance(priority, int) or not 0 <= priority <= 9:
+    # A bool is an int to Python, but True would travel as the header "True".
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         raise ConfigurationError(f"priority must be an integer from 0 to 9, got {priority!r}")
-    return priority
+    return int(priority)
 
 
 def _check_attempt(attempt: int) -> int:
-    if not isinstance(attempt, int) or attempt < 1:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ConfigurationError(f"attempt starts at 1, got {attempt!r}")
-    return attempt
+    return int(attempt)
 
 
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -21,11 +21,23 @@ from pydantic import BaseModel, ConfigDict
 
 from courier.errors import ConfigurationError
 
-__all__ = ["Event", "Message", "valid_message_name"]
+__all__ = ["Event", "Message", "defined_message", "valid_message_name"]
 
 # Letters, digits and a few separators: a wire name is an identifier, never a
 # path or an expression, so nothing that arrives in a header can smuggle one in.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,254}$")
+
+
+#: Every Message class defined (imported) in this process, by wire name. Only
+#: routing configured by name consults it, to register the class it names;
+#: decoding never does (see courier.registry).
+_defined: dict[str, list[type[Message]]] = {}
+
+
+def defined_message(name: str) -> type[Message] | None:
+    """The one class this process defined under wire name ``name``, if exactly one."""
+    found = _defined.get(name, [])
+    return found[0] if len(found) == 1 else None
 
 
 def valid_message_name(name: str) -> bool:
@@ -56,6 +68,10 @@ class Message(BaseModel):
                 f"{cls.__qualname__}.message_name {cls.message_name!r} is not a valid wire name "
                 "(letters, digits, '_', '.', ':', '-'; starts with a letter or '_')"
             )
+        same = _defined.setdefault(cls.message_name, [])
+        # A module imported twice (or reloaded) defines the "same" class again.
+        same[:] = [c for c in same if (c.__module__, c.__qualname__) != (cls.__module__, cls.__qualname__)]
+        same.append(cls)
 
 
 class Event(Message):

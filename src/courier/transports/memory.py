@@ -335,7 +335,11 @@ class MemoryTransport(Transport):
             if entry is None:
                 return
             state = self._queues[entry.queue]
-            state.ready[entry.priority].appendleft(entry)
+            # Back where it was: ahead of everything sent after it, so a batch
+            # released in order keeps its order.
+            ready = state.ready[entry.priority]
+            index = next((i for i, other in enumerate(ready) if other.seq > entry.seq), len(ready))
+            ready.insert(index, entry)
             state.size += 1
             if self._broker.waiting:
                 self._cond.notify_all()
