@@ -1,0 +1,322 @@
+"""Configuration: ``courier.toml`` or ``[tool.courier]``, overridden by ``COURIER_*``.
+
+::
+
+    # courier.toml
+    app = "myapp.messaging:bus"            # where the handlers are
+    failure_transport = "failed"           # default: failed, in courier.db
+
+    [transports]
+    email = "sqlite:///courier.db?queue=email"
+    events = "amqp://guest:guest@localhost:5672/%2f"
+
+    [routing]
+    "email.send" = "email"                 # a command -> a transport
+    "user.registered" = { transport = "events", topic = "users" }
+
+    [retry]                                # courier's defaults, per transport or type
+    max_retries = 5
+    [retry.transports.email]
+    delay = 10
+
+Environment variables override the file: ``COURIER_APP``,
+``COURIER_TRANSPORTS__EMAIL=amqp://...`` (``__`` separates levels).
+
+With nothing configured courier still works: one SQLite file,
+``courier.db``, holds a ``default`` transport that every message is routed
+to, and the ``failed`` and ``invalid`` queues.
+
+A bad configuration fails at startup with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from courier.bus import Bus
+from courier.errors import ConfigurationError
+from courier.middleware.retry import RetryPolicy, RetryStrategy
+from courier.transports.dsn import Dsn
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "CourierSettings",
+    "StrategySettings",
+    "RetrySettings",
+    "RouteSettings",
+    "build_bus",
+    "find_config_file",
+    "load_settings",
+]
+
+#: The SQLite file used when nothing else is configured.
+DEFAULT_DATABASE = "courier.db"
+DEFAULT_TRANSPORT = "default"
+DEFAULT_FAILURE_TRANSPORT = "failed"
+DEFAULT_INVALID_TRANSPORT = "invalid"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrategySettings(_Strict):
+    """One retry strategy; unset fields keep courier's defaults (see retry.py)."""
+
+    max_retries: int | None = Field(default=None, ge=0)
+    delay: float | None = Field(default=None, ge=0)
+    multiplier: float | None = Field(default=None, ge=1)
+    max_delay: float | None = Field(default=None, ge=0)
+    jitter: float | None = Field(default=None, ge=0, le=1)
+
+    def strategy(self, base: RetryStrategy | None = None) -> RetryStrategy:
+        values = self.model_dump(exclude_none=True)
+        if base is None:
+            return RetryStrategy(**values)
+        return RetryStrategy(
+            **{
+                "max_retries": base.max_retries,
+                "delay": base.delay,
+                "multiplier": base.multiplier,
+                "max_delay": base.max_delay,
+                "jitter": base.jitter,
+                **values,
+            }
+        )
+
+
+class RetrySettings(StrategySettings):
+    """The default strategy, and overrides per transport and per message type."""
+
+    transports: dict[str, StrategySettings] = Field(default_factory=dict)
+    messages: dict[str, StrategySettings] = Field(default_factory=dict)
+
+    def policy(self) -> RetryPolicy:
+        default = StrategySettings(
+            **self.model_dump(exclude={"transports", "messages"}, exclude_none=True)
+        ).strategy()
+        return RetryPolicy(
+            default=default,
+            transports={name: s.strategy(default) for name, s in self.transports.items()},
+            message_types={name: s.strategy(default) for name, s in self.messages.items()},
+        )
+
+
+class RouteSettings(_Strict):
+    """Where one message type goes: a transport, and a queue or a topic."""
+
+    transport: str
+    queue: str | None = None
+    topic: str | None = None
+    subscriptions: list[str] = Field(default_factory=list)
+
+
+class CourierSettings(BaseSettings):
+    """Everything courier reads from files and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COURIER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    #: The import string of the application's Bus: ``"module:attribute"``.
+    app: str | None = None
+    #: Transports by name: a DSN each.
+    transports: dict[str, str] = Field(default_factory=dict)
+    #: Message wire name (or ``"*"``) -> transport name, or a route table.
+    routing: dict[str, str | RouteSettings] = Field(default_factory=dict)
+    #: Where messages that failed for good are kept (must be listable).
+    failure_transport: str | None = DEFAULT_FAILURE_TRANSPORT
+    #: Where undecodable messages are kept; default: ``invalid`` beside ``failed``.
+    invalid_transport: str | None = None
+    #: Deliveries of one message before it is dead-lettered unhandled.
+    max_deliveries: int = Field(default=10, ge=1)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    #: The SQLite file for the defaults above.
+    database: str = DEFAULT_DATABASE
+
+    @field_validator("app")
+    @classmethod
+    def _app_shape(cls, value: str | None) -> str | None:
+        if value is not None and (":" not in value or value.startswith(":")):
+            raise ValueError("must look like 'package.module:bus'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment wins.
+        return (env_settings, init_settings)
+
+    def effective_transports(self) -> dict[str, str]:
+        """The configured transports plus the SQLite defaults courier fills in."""
+        found = dict(self.transports)
+        database = self.database
+        if not found:
+            found[DEFAULT_TRANSPORT] = f"sqlite:///{database}?queue={DEFAULT_TRANSPORT}"
+        if self.failure_transport == DEFAULT_FAILURE_TRANSPORT and "failed" not in found:
+            found[DEFAULT_FAILURE_TRANSPORT] = (
+                f"sqlite:///{database}?queue={DEFAULT_FAILURE_TRANSPORT}"
+            )
+        if self.invalid_transport is None and self.failure_transport == DEFAULT_FAILURE_TRANSPORT:
+            found.setdefault(
+                DEFAULT_INVALID_TRANSPORT, f"sqlite:///{database}?queue={DEFAULT_INVALID_TRANSPORT}"
+            )
+        return found
+
+    def effective_routing(self) -> dict[str, RouteSettings]:
+        routes = {
+            name: route if isinstance(route, RouteSettings) else RouteSettings(transport=route)
+            for name, route in self.routing.items()
+        }
+        if not self.transports and not routes:
+            routes["*"] = RouteSettings(transport=DEFAULT_TRANSPORT)
+        return routes
+
+    def effective_invalid_transport(self) -> str | None:
+        if self.invalid_transport is not None:
+            return self.invalid_transport
+        if self.failure_transport == DEFAULT_FAILURE_TRANSPORT:
+            return DEFAULT_INVALID_TRANSPORT
+        return self.failure_transport
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """``courier.toml``, else a ``pyproject.toml`` with ``[tool.courier]``, in ``start``."""
+    directory = (start or Path.cwd()).resolve()
+    candidate = directory / "courier.toml"
+    if candidate.is_file():
+        return candidate
+    pyproject = directory / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        if isinstance(data.get("tool"), dict) and "courier" in data["tool"]:
+            return pyproject
+    return None
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would write it: relative to the working directory if inside."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _file_data(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigurationError(f"{_shown(path)}: cannot be read ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"{_shown(path)}: not valid TOML ({error})") from None
+    if path.name == "pyproject.toml":
+        section = data.get("tool", {}).get("courier", {})
+        if not isinstance(section, dict):
+            raise ConfigurationError(f"{_shown(path)}: [tool.courier] must be a table")
+        return section
+    return data
+
+
+def load_settings(
+    path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> tuple[CourierSettings, Path | None]:
+    """The settings, and the file they came from (None: environment only)."""
+    if path is None and os.environ.get("COURIER_CONFIG"):
+        path = os.environ["COURIER_CONFIG"]
+    file = Path(path) if path is not None else find_config_file()
+    if path is not None and (file is None or not file.is_file()):
+        raise ConfigurationError(f"configuration file {path} does not exist")
+    data = _file_data(file) if file is not None else {}
+    if overrides:
+        data = {**data, **overrides}
+    where = f"{_shown(file)}: " if file is not None else ""
+    try:
+        settings = CourierSettings(**data)
+    except ValidationError as error:
+        detail = error.errors(include_input=False, include_url=False)[0]
+        key = ".".join(str(part) for part in detail["loc"]) or "<root>"
+        if detail["type"] == "extra_forbidden":
+            raise ConfigurationError(f"{where}{key}: unknown setting") from None
+        raise ConfigurationError(f"{where}{key}: {detail['msg']}") from None
+    return settings, file
+
+
+def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
+    """Configure ``bus`` (a new one by default) from ``settings``.
+
+    Every transport is opened, every route checked against the transports,
+    and the dead-letter transports must be able to list what they keep; the
+    first problem raises :class:`ConfigurationError` naming its key.
+    """
+    bus = bus or Bus(max_deliveries=settings.max_deliveries, retry=settings.retry.policy())
+    bus.max_deliveries = settings.max_deliveries
+    bus.retry_policy = settings.retry.policy()
+    transports = settings.effective_transports()
+    for name, dsn in transports.items():
+        if name in bus.transports:
+            continue
+        try:
+            bus.add_transport(name, Dsn.parse(dsn))
+        except ConfigurationError as error:
+            raise ConfigurationError(f"transports.{name}: {error}") from None
+    for message_type, route in settings.effective_routing().items():
+        if route.transport not in bus.transports:
+            known = ", ".join(sorted(bus.transports))
+            raise ConfigurationError(
+                f"routing.{message_type}: unknown transport {route.transport!r} (known: {known})"
+            )
+        bus.route(
+            message_type,
+            route.transport,
+            queue=route.queue,
+            topic=route.topic,
+            subscriptions=route.subscriptions,
+        )
+    failure = settings.failure_transport
+    invalid = settings.effective_invalid_transport()
+    for key, name in (("failure_transport", failure), ("invalid_transport", invalid)):
+        if name is None:
+            continue
+        if name not in bus.transports:
+            raise ConfigurationError(f"{key}: unknown transport {name!r}")
+        if not bus.transport(name).capabilities.listable:
+            raise ConfigurationError(
+                f"{key}: transport {name!r} cannot list its messages, so `courier failed` "
+                "could not show them; use sqlite://, memory:// or redis://"
+            )
+    bus.set_dead_letters(failure, invalid)
+    for name in settings.retry.transports:
+        if name not in bus.transports:
+            raise ConfigurationError(f"retry.transports.{name}: unknown transport {name!r}")
+    for name in sorted({route.transport for route in bus.router.routes().values()}):
+        transport = bus.transport(name)
+        if transport.capabilities.in_process:
+            continue
+        try:
+            bus.check_retry_delays(transport)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"retry: {error}") from None
+    return bus
