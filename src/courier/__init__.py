@@ -39,6 +39,7 @@ from courier.middleware import AckPolicy, Middleware, Next, RetryPolicy, RetrySt
 from courier.routing import Route
 from courier.transports.base import Capabilities, Listable, QueueStats, Received, Transport
 from courier.transports.dsn import Dsn
+from courier.worker import Worker, WorkerOptions
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,8 @@ __all__ = [
     "TransportError",
     "UnrecoverableError",
     "ValidationFailed",
+    "Worker",
+    "WorkerOptions",
     "current_envelope",
     "handler",
 ]

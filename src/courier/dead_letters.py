@@ -67,6 +67,13 @@ class DeadLetters:
         details = ErrorDetails.from_exception(error, transport=source.name, queue=received.queue)
         if self.failure_transport is None:
             source.reject(received, f"{details.short_class}: {details.message}")
+            logger.error(
+                "%s failed for good (%s: %s); rejected to %r's own dead letters",
+                envelope,
+                details.short_class,
+                details.message,
+                source.name,
+            )
             return Outcome.REJECTED
         store = self._transport(self.failure_transport)
         store.send(envelope.with_(error=details, delay=0.0, received=None))
@@ -86,6 +93,11 @@ class DeadLetters:
         reason = str(error)
         if self.invalid_transport is None:
             source.reject(received, reason)
+            logger.error(
+                "undecodable message on %r (%s); rejected to its own dead letters",
+                source.name,
+                reason,
+            )
             return Outcome.REJECTED
         raw_headers = dict(received.raw_headers or {})
         message = InvalidMessage(

@@ -62,7 +62,9 @@ class Message(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         if "message_name" not in cls.__dict__:
-            cls.message_name = f"{cls.__module__}.{cls.__qualname__}"
+            # A class defined in a function (a test, often) drops "<locals>".
+            qualname = cls.__qualname__.replace("<locals>.", "")
+            cls.message_name = f"{cls.__module__}.{qualname}"
         if not valid_message_name(cls.message_name):
             raise ConfigurationError(
                 f"{cls.__qualname__}.message_name {cls.message_name!r} is not a valid wire name "

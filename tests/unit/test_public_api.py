@@ -43,6 +43,8 @@ EXPECTED = [
     "TransportError",
     "UnrecoverableError",
     "ValidationFailed",
+    "Worker",
+    "WorkerOptions",
     "current_envelope",
     "handler",
 ]

@@ -88,12 +88,14 @@ def test_a_class_with_an_invalid_wire_name_is_refused(name: str) -> None:
         type("Bad", (Message,), {"message_name": name, "__annotations__": {}})
 
 
-def test_a_local_class_must_name_itself() -> None:
-    # Its derived name would contain "<locals>", which is not a wire name.
-    with pytest.raises(ConfigurationError, match="not a valid wire name"):
+def test_a_local_class_derives_a_name_without_locals() -> None:
+    class Local(Message):
+        pass
 
-        class Local(Message):
-            pass
+    assert Local.message_name == (
+        f"{__name__}.test_a_local_class_derives_a_name_without_locals.Local"
+    )
+    assert valid_message_name(Local.message_name)
 
     class Named(Message):
         message_name: ClassVar[str] = "test.local.named"

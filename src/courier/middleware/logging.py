@@ -1,8 +1,8 @@
 """Log what happens to each consumed message, at a cost only when the level is on.
 
-Successful handling logs at DEBUG with its duration; a failure at WARNING
-with what happens next; a message dead-lettered also at ERROR (by
-:mod:`courier.dead_letters`). The logger is ``courier.consume``; the worker
+Successful handling logs at DEBUG with its duration; a failure that will be
+retried or given back at WARNING; a message dead-lettered at ERROR, by
+:mod:`courier.dead_letters`, which also logs undecodable bytes. The logger is ``courier.consume``; the worker
 adds its ids to every record. (Dispatches log at DEBUG on
 ``courier.dispatch``, from the router.)
 """
@@ -42,12 +42,13 @@ class LoggingMiddleware:
                 failure,
                 result.attempt,
             )
-        else:
+        elif outcome is Outcome.RELEASED or outcome is Outcome.ACK:
             consume_logger.warning(
                 "%r failed (%s: %s); %s",
                 envelope,
                 type(failure).__name__,
                 failure,
-                outcome.value if outcome else "not settled",
+                "given back to the broker" if outcome is Outcome.RELEASED else "acknowledged anyway",
             )
+        # Dead-lettered and rejected messages are logged where that happens.
         return result
