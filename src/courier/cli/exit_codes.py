@@ -2,7 +2,8 @@
 
 =====  ==========================================================================
 0      done; for ``consume``: stopped as asked (limit, time, memory, empty, signal)
-1      an unexpected error (a bug: the traceback is printed)
+1      an unexpected error (a bug: the traceback is printed); for ``dispatch``:
+       a handler it ran in this process (``sync://``, unrouted) raised
 2      bad usage or configuration: nothing was done (``dispatch -``: nothing from
        the bad line on; the lines before it were dispatched)
 3      ``consume`` stopped because ``--failure-limit`` failures were reached
