@@ -1,0 +1,126 @@
+"""courier's own cost: dispatch + consume on memory:// against a bare pydantic loop.
+
+The bare loop does the least any Python job queue must do per message:
+build (validate) the message, serialize it, deserialize it, call the
+handler, with pydantic's public API. courier does the same through the bus,
+the middleware stacks, the memory transport and a worker that acknowledges
+in batches. Both run in this process, in this run; the ratio is the figure.
+
+Variants:
+
+- ``serialized``: ``memory://?serialize=true`` — every message becomes bytes
+  and back, as with a real broker (the like-for-like comparison);
+- ``objects``: ``memory://`` — messages stay Python objects;
+- ``chunked``: dispatch 1,000 then consume them, repeatedly (a producer and
+  a worker taking turns); ``all at once``: dispatch everything, then consume
+  (100k messages alive at once: the garbage collector's worst case).
+
+    python benchmarks/bench_core.py [--messages 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from courier import Bus, Message
+from courier.worker import Worker, WorkerOptions
+
+
+class SendEmail(Message):
+    """About 190 bytes of JSON, like PERFORMANCE.md's messages."""
+
+    message_name: ClassVar[str] = "bench.send_email"
+
+    to: str
+    subject: str
+    body: str
+    template: str
+    user_id: int
+
+
+BODY = "Thanks for signing up. Your account is ready; click the link to confirm it."
+
+
+def make(n: int) -> SendEmail:
+    return SendEmail(
+        to=f"user{n}@example.com",
+        subject=f"Welcome to courier, user {n}",
+        body=BODY,
+        template="welcome-v2",
+        user_id=n,
+    )
+
+
+def bare(messages: int) -> float:
+    handled = 0
+
+    def handler(message: SendEmail) -> None:
+        nonlocal handled
+        handled += 1
+
+    started = time.perf_counter()
+    for n in range(messages):
+        data = make(n).model_dump_json()
+        handler(SendEmail.model_validate_json(data))
+    elapsed = time.perf_counter() - started
+    assert handled == messages
+    return messages / elapsed
+
+
+def courier(messages: int, *, serialize: bool, chunk: int | None) -> float:
+    bus = Bus(transports={"bench": f"memory://?serialize={str(serialize).lower()}"})
+    bus.route(SendEmail, "bench")
+    handled = 0
+
+    @bus.handler(SendEmail)
+    def handler(message: SendEmail) -> None:
+        nonlocal handled
+        handled += 1
+
+    options = WorkerOptions(stop_when_empty=True, sleep=0, prefetch=100, ack_batch=100)
+    step = chunk or messages
+    started = time.perf_counter()
+    for first in range(0, messages, step):
+        for n in range(first, min(first + step, messages)):
+            bus.dispatch(make(n))
+        Worker(bus, ["bench"], options=options).run()
+    elapsed = time.perf_counter() - started
+    assert handled == messages, (handled, messages)
+    bus.close()
+    return messages / elapsed
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    count, runs = args.messages, args.runs
+
+    baseline = median_of(runs, lambda: bare(count))
+    rows = [("bare pydantic loop", baseline)]
+    for serialize in (True, False):
+        for chunk in (1000, None):
+            label = (
+                f"courier, {'serialized' if serialize else 'objects'}, "
+                f"{'chunked' if chunk else 'all at once'}"
+            )
+            rate = median_of(runs, lambda s=serialize, c=chunk: courier(count, serialize=s, chunk=c))
+            rows.append((label, rate))
+
+    print(f"{count:,} messages, median of {runs} runs, one process")
+    print(f"{'':42} {'msgs/s':>10} {'ratio':>7}")
+    for label, rate in rows:
+        print(f"{label:42} {rate:>10,.0f} {rate / baseline:>7.0%}")
+
+
+if __name__ == "__main__":
+    main()
