@@ -113,7 +113,9 @@ def main() -> None:
                 f"courier, {'serialized' if serialize else 'objects'}, "
                 f"{'chunked' if chunk else 'all at once'}"
             )
-            rate = median_of(runs, lambda s=serialize, c=chunk: courier(count, serialize=s, chunk=c))
+            rate = median_of(
+                runs, lambda s=serialize, c=chunk: courier(count, serialize=s, chunk=c)
+            )
             rows.append((label, rate))
 
     print(f"{count:,} messages, median of {runs} runs, one process")

@@ -1,15 +1,14 @@
 """Dispatch N emails, as a web app would, with a progress bar.
 
-    python produce.py --count 200 --bad 3
+python produce.py --count 200 --bad 3
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rich.progress import track
-
 from app import SendEmail, bus
+from rich.progress import track
 
 
 def main() -> None:

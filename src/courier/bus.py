@@ -38,7 +38,7 @@ from courier.errors import (
 )
 from courier.handlers import HandlerRegistry, HandlerSpec, marked_handlers
 from courier.message import Event, Message, defined_message
-from courier.middleware.acknowledge import AckPolicy, AcknowledgeMiddleware
+from courier.middleware.acknowledge import AcknowledgeMiddleware, AckPolicy
 from courier.middleware.base import Middleware, Next, compose
 from courier.middleware.logging import LoggingMiddleware
 from courier.middleware.max_deliveries import DEFAULT_MAX_DELIVERIES, MaxDeliveriesMiddleware
@@ -91,8 +91,10 @@ class Bus:
         self.serializer: Serializer = serializer or JsonSerializer(self.registry, max_body=max_body)
         self.handlers = HandlerRegistry()
         self.router = Router()
-        self.retry_policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy(
-            default=retry or RetryStrategy()
+        self.retry_policy = (
+            retry
+            if isinstance(retry, RetryPolicy)
+            else RetryPolicy(default=retry or RetryStrategy())
         )
         self.max_deliveries = max_deliveries
         self.ack_policy = ack_policy
@@ -171,9 +173,7 @@ class Bus:
             return self._transports[name]
         except KeyError:
             known = ", ".join(sorted(self._transports)) or "none"
-            raise ConfigurationError(
-                f"unknown transport {name!r} (configured: {known})"
-            ) from None
+            raise ConfigurationError(f"unknown transport {name!r} (configured: {known})") from None
 
     @property
     def transports(self) -> dict[str, Transport]:

@@ -52,9 +52,9 @@ from courier.transports.dsn import Dsn
 __all__ = [
     "DEFAULT_DATABASE",
     "CourierSettings",
-    "StrategySettings",
     "RetrySettings",
     "RouteSettings",
+    "StrategySettings",
     "build_bus",
     "find_config_file",
     "load_settings",
@@ -297,14 +297,18 @@ def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
         )
     failure = settings.failure_transport
     invalid = settings.effective_invalid_transport()
-    for key, name in (("failure_transport", failure), ("invalid_transport", invalid)):
-        if name is None:
+    stores: tuple[tuple[str, str | None], ...] = (
+        ("failure_transport", failure),
+        ("invalid_transport", invalid),
+    )
+    for key, store in stores:
+        if store is None:
             continue
-        if name not in bus.transports:
-            raise ConfigurationError(f"{key}: unknown transport {name!r}")
-        if not bus.transport(name).capabilities.listable:
+        if store not in bus.transports:
+            raise ConfigurationError(f"{key}: unknown transport {store!r}")
+        if not bus.transport(store).capabilities.listable:
             raise ConfigurationError(
-                f"{key}: transport {name!r} cannot list its messages, so `courier failed` "
+                f"{key}: transport {store!r} cannot list its messages, so `courier failed` "
                 "could not show them; use sqlite://, memory:// or redis://"
             )
     bus.set_dead_letters(failure, invalid)

@@ -116,7 +116,5 @@ class DeadLetters:
         )
         store = self._transport(self.invalid_transport)
         store.send(envelope)
-        logger.error(
-            "undecodable message on %r (%s); kept in %r", source.name, reason, store.name
-        )
+        logger.error("undecodable message on %r (%s); kept in %r", source.name, reason, store.name)
         return Outcome.DEAD_LETTERED

@@ -64,8 +64,10 @@ class ErrorDetails:
         if isinstance(error, HandlerFailed) and len(error.errors) == 1:
             error = error.errors[0]
         kind = type(error)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else (
-            f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
         )
         text = str(error)
         if len(text) > MAX_ERROR_MESSAGE:

@@ -121,7 +121,7 @@ class HandlerRegistry:
             raise ConfigurationError(f"handler {func!r} is not callable")
         takes_envelope = _takes_envelope(func)
         if issubclass(message_type, Event):
-            name = subscription or getattr(func, "__name__", "")
+            name: str = subscription or str(getattr(func, "__name__", ""))
             if not _SUBSCRIPTION.match(name):
                 raise ConfigurationError(
                     f"subscription name {name!r} for {message_type.__qualname__} is not valid: "

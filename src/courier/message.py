@@ -72,7 +72,9 @@ class Message(BaseModel):
             )
         same = _defined.setdefault(cls.message_name, [])
         # A module imported twice (or reloaded) defines the "same" class again.
-        same[:] = [c for c in same if (c.__module__, c.__qualname__) != (cls.__module__, cls.__qualname__)]
+        same[:] = [
+            c for c in same if (c.__module__, c.__qualname__) != (cls.__module__, cls.__qualname__)
+        ]
         same.append(cls)
 
 

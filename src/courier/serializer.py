@@ -159,9 +159,7 @@ class JsonSerializer:
         cls = self.registry.resolve(name)
         if cls is None:
             shape = "unknown" if valid_message_name(name) else "invalid"
-            raise MessageDecodingFailed(
-                f"{shape} message type {_shown(name)}", body, headers
-            )
+            raise MessageDecodingFailed(f"{shape} message type {_shown(name)}", body, headers)
         try:
             message = cls.__pydantic_validator__.validate_json(body)
         except ValidationError as error:
@@ -171,7 +169,9 @@ class JsonSerializer:
                     f"malformed JSON: {first['msg']}", body, headers
                 ) from None
             if first["type"] == "model_type" and not first["loc"]:
-                raise MessageDecodingFailed("the body is not a JSON object", body, headers) from None
+                raise MessageDecodingFailed(
+                    "the body is not a JSON object", body, headers
+                ) from None
             raise ValidationFailed.from_pydantic(name, error) from None
         message_id = headers.get(Headers.ID)
         if not message_id:
@@ -184,8 +184,21 @@ class JsonSerializer:
             except ValueError:
                 raise MessageDecodingFailed("malformed courier header", body, headers) from None
             return Envelope._build(
-                (message, message_id, 1, timestamp, 0.0, 0, None, None, None, None, None,
-                 _EMPTY_HEADERS, None)
+                (
+                    message,
+                    message_id,
+                    1,
+                    timestamp,
+                    0.0,
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    _EMPTY_HEADERS,
+                    None,
+                )
             )
         return self._envelope(message, message_id, body, headers)
 

@@ -305,9 +305,7 @@ class Worker:
         failure = received.failure
         if failure is None:
             if listeners:
-                self._emit(
-                    MessageHandled, received=received, seconds=time.perf_counter() - started
-                )
+                self._emit(MessageHandled, received=received, seconds=time.perf_counter() - started)
         else:
             self.failed += 1
             if listeners:

@@ -34,7 +34,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click reads the code from the instance; it only declares it on the class.
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: object = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)

@@ -1,6 +1,6 @@
 """courier's middleware, one module each; write your own the same way."""
 
-from courier.middleware.acknowledge import AckPolicy, AcknowledgeMiddleware
+from courier.middleware.acknowledge import AcknowledgeMiddleware, AckPolicy
 from courier.middleware.base import Middleware, Next, compose
 from courier.middleware.logging import LoggingMiddleware
 from courier.middleware.max_deliveries import MaxDeliveriesMiddleware

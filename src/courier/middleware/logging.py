@@ -2,9 +2,9 @@
 
 Successful handling logs at DEBUG with its duration; a failure that will be
 retried or given back at WARNING; a message dead-lettered at ERROR, by
-:mod:`courier.dead_letters`, which also logs undecodable bytes. The logger is ``courier.consume``; the worker
-adds its ids to every record. (Dispatches log at DEBUG on
-``courier.dispatch``, from the router.)
+:mod:`courier.dead_letters`, which also logs undecodable bytes. The logger
+is ``courier.consume``; the worker adds its ids to every record.
+(Dispatches log at DEBUG on ``courier.dispatch``, from the router.)
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class LoggingMiddleware:
                 envelope,
                 type(failure).__name__,
                 failure,
-                "given back to the broker" if outcome is Outcome.RELEASED else "acknowledged anyway",
+                "given back to the broker"
+                if outcome is Outcome.RELEASED
+                else "acknowledged anyway",
             )
         # Dead-lettered and rejected messages are logged where that happens.
         return result

@@ -194,7 +194,8 @@ class TransportContract(ABC):
         if not transport.capabilities.delay:
             transport.retry(received, received.envelope.with_(attempt=2, received=None), 0.0)
             again = self.receive_one(transport)
-            assert again.envelope is not None and again.envelope.attempt == 2
+            assert again.envelope is not None
+            assert again.envelope.attempt == 2
             transport.ack(again)
             return
         retried = received.envelope.with_(attempt=2, delay=self.delay, received=None)
@@ -253,7 +254,8 @@ class TransportContract(ABC):
         assert first.delivery_count == 1
         transport.release(first)
         second = self.receive_one(transport)
-        assert second.envelope is not None and first.envelope is not None
+        assert second.envelope is not None
+        assert first.envelope is not None
         assert second.envelope.id == first.envelope.id
         if transport.capabilities.delivery_count:
             assert second.delivery_count == 2
@@ -318,7 +320,8 @@ class TransportContract(ABC):
             assert received.envelope is None
             assert isinstance(received.error, MessageDecodingFailed)
             assert "exceeds" in str(received.error)
-            assert received.raw is not None and len(received.raw) > 1000
+            assert received.raw is not None
+            assert len(received.raw) > 1000
             receiver.ack(received)
         finally:
             sender.close()
@@ -379,7 +382,15 @@ class TransportContract(ABC):
                 ValidationFailed,
             ),
         ],
-        ids=["truncated", "not-utf8", "array", "unknown-type", "no-type", "content-type", "invalid"],
+        ids=[
+            "truncated",
+            "not-utf8",
+            "array",
+            "unknown-type",
+            "no-type",
+            "content-type",
+            "invalid",
+        ],
     )
     def test_undecodable_bytes_come_back_with_the_reason(
         self,

@@ -66,7 +66,9 @@ class Dsn:
     def parse(cls, text: str) -> Dsn:
         """Parse ``text``; errors describe it without ever quoting it whole."""
         if not isinstance(text, str) or "://" not in text:
-            raise ConfigurationError("a DSN looks like scheme://[user:password@]host[:port]/path?options")
+            raise ConfigurationError(
+                "a DSN looks like scheme://[user:password@]host[:port]/path?options"
+            )
         scheme = text.split("://", 1)[0].lower()
         try:
             parts = urlsplit(text)

@@ -27,6 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import cast
 
 from courier.envelope import Envelope
 from courier.errors import MessageDecodingFailed, ValidationFailed
@@ -39,9 +40,9 @@ from courier.transports.base import (
     Unacked,
     subscription_queue,
 )
+from courier.transports.dsn import Dsn, TransportOptions
 
 _new_tuple = tuple.__new__
-from courier.transports.dsn import Dsn, TransportOptions
 
 __all__ = ["MemoryOptions", "MemoryTransport"]
 
@@ -265,8 +266,9 @@ class MemoryTransport(Transport):
                 received = Received(self, handle, entry.queue, entry.deliveries, generation)
                 received.envelope = _new_tuple(Envelope, (*payload[:-1], received))
             else:
+                body, headers = cast("_Raw", payload)
                 received = self.decoded(
-                    payload[0], payload[1], handle, entry.queue, delivery_count=entry.deliveries
+                    body, headers, handle, entry.queue, delivery_count=entry.deliveries
                 )
             result.append(received)
         return result

@@ -98,7 +98,7 @@ def open_transport(dsn: str | Dsn, *, name: str, serializer: Serializer) -> Tran
         if hint:
             raise ConfigurationError(
                 f"transport {name!r}: {parsed.scheme}:// needs the {hint} package "
-                f"(pip install \"courier[{hint.removeprefix('courier-')}]\")"
+                f'(pip install "courier[{hint.removeprefix("courier-")}]")'
             )
         known = ", ".join(sorted(factories()))
         raise ConfigurationError(

@@ -31,14 +31,14 @@ class SyncTransport(Transport):
 
     def __init__(self, *, name: str = "sync", queue: str = "sync", serializer: Serializer) -> None:
         super().__init__(name=name, queue=queue, serializer=serializer)
-        self._deliver: Callable[[Envelope], None] | None = None
+        self._deliver: Callable[[Envelope], object] | None = None
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, name: str, serializer: Serializer) -> SyncTransport:
         options = dsn.option_model(SyncOptions)
         return cls(name=name, queue=options.queue, serializer=serializer)
 
-    def bind(self, deliver: Callable[[Envelope], None]) -> None:
+    def bind(self, deliver: Callable[[Envelope], object]) -> None:
         """Called by the bus: ``deliver`` runs the handlers of one envelope."""
         self._deliver = deliver
 
