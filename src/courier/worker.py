@@ -52,6 +52,8 @@ __all__ = ["Worker", "WorkerLogFilter", "WorkerOptions"]
 
 logger = logging.getLogger("courier.worker")
 
+_NEEDS_ACK = frozenset({Outcome.ACK, Outcome.DEAD_LETTERED})
+
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT") if hasattr(signal, name)
 )
@@ -154,6 +156,7 @@ class Worker:
             _Source(bus.transport(name), bus.consumed_queues(name, subscriptions))
             for name in transports
         ]
+        self._source_of = {id(source.transport): source for source in self._sources}
         self.worker_id = worker_id or f"{socket.gethostname()}.{os.getpid()}"
         self.instance_id = os.urandom(4).hex()
         self.listeners: list[WorkerListener] = list(listeners)
@@ -282,7 +285,7 @@ class Worker:
                 self._release(batch[index:])
                 return
             self._process(received)
-            if track and not (received.outcome and received.outcome.needs_ack):
+            if track and received.outcome not in _NEEDS_ACK:
                 with self._held_lock:
                     self._held.discard(received)
 
@@ -290,7 +293,7 @@ class Worker:
         listeners = self.listeners
         if listeners:
             self._emit(MessageReceived, received=received)
-        started = time.perf_counter()
+        started = time.perf_counter() if listeners else 0.0
         try:
             outcome = self.bus.consume(received)
         except TransportError as error:
@@ -300,7 +303,7 @@ class Worker:
                 self._held.discard(received)
             return
         self.handled += 1
-        if outcome.needs_ack:
+        if outcome in _NEEDS_ACK:
             self._ack_later(received)
         failure = received.failure
         if failure is None:
@@ -335,19 +338,18 @@ class Worker:
     # -- acknowledgements ----------------------------------------------------
 
     def _ack_later(self, received: Received) -> None:
-        for source in self._sources:
-            if source.transport is received.transport:
-                break
-        else:  # pragma: no cover - a Received always comes from a consumed transport
+        source = self._source_of.get(id(received.transport))
+        if source is None:  # pragma: no cover - a Received comes from a consumed transport
             received.transport.ack(received)
             return
+        now = time.monotonic()
         if not self._pending_count:
-            self._oldest_pending = time.monotonic()
+            self._oldest_pending = now
         source.pending.append(received)
         self._pending_count += 1
         if (
             self._pending_count >= self.options.ack_batch
-            or time.monotonic() - self._oldest_pending >= self.options.ack_interval
+            or now - self._oldest_pending >= self.options.ack_interval
         ):
             self._flush_all()
 
