@@ -391,6 +391,27 @@ def test_stats_count_each_state(make: Callable[..., SqliteTransport]) -> None:
     assert transport.stats(["elsewhere"])[0].ready == 0
 
 
+def test_queues_are_those_holding_a_row_and_the_recorded_subscriptions(
+    make: Callable[..., SqliteTransport],
+) -> None:
+    transport, other = make(), make("&queue=elsewhere")  # one file, one set of queues
+    assert transport.queues() == []
+    transport.send(Envelope(Job(n=1)))
+    transport.send(Envelope(Job(n=2), delay=60), "later")
+    transport.send(Envelope(Job(n=3)), "doomed")
+    transport.reject(one(transport, queues=["doomed"]), "no")  # dead rows count too
+    other.send(Envelope(Job(n=4)), "held")
+    held = one(other, queues=["held"])  # and rows in flight
+    other.setup(topics={"users": ["welcome", "audit"]})  # recorded, still empty
+    transport.publish(Envelope(Happened(n=5)), "users", ["welcome"])  # held and recorded
+    expected = ["default", "doomed", "held", "later", "users.audit", "users.welcome"]
+    assert transport.queues() == other.queues() == expected
+    other.ack(held)
+    transport.ack(one(transport, queues=["users.welcome"]))
+    # An emptied queue is gone, unless setup recorded it as a subscription.
+    assert transport.queues() == ["default", "doomed", "later", "users.audit", "users.welcome"]
+
+
 def test_list_find_remove(make: Callable[..., SqliteTransport], tmp_path: Path) -> None:
     store = make("&queue=failed")
     envelopes = [Envelope(Job(n=n), id=f"m{n}") for n in range(4)]

@@ -349,6 +349,11 @@ class SqliteTransport(Transport):
         with self._db.use("stats") as connection:
             return [sql.queue_stats(connection, name) for name in queues or [self.queue]]
 
+    def queues(self) -> list[str]:
+        """Every queue holding a row, and every subscription queue ``setup`` recorded."""
+        with self._db.use("queues") as connection:
+            return [row[0] for row in connection.execute(sql.QUEUES)]
+
     # -- Listable ----------------------------------------------------------
 
     def _envelope(self, body: Any, text: Any) -> Envelope | None:

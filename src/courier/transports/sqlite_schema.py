@@ -56,6 +56,7 @@ __all__ = [
     "INSERT",
     "LIST",
     "PROMOTE",
+    "QUEUES",
     "READY",
     "REJECT",
     "RELEASE",
@@ -175,6 +176,18 @@ REMOVE = "DELETE FROM courier_messages WHERE id = ?"
 
 SUBSCRIPTIONS = "SELECT subscription FROM courier_subscriptions WHERE topic = ? ORDER BY 1"
 SUBSCRIBE = "INSERT OR IGNORE INTO courier_subscriptions (topic, subscription) VALUES (?, ?)"
+
+#: Every queue holding a row (any state), and every subscription queue
+#: ``setup`` recorded, sorted. The distinct queues are found by jumping from
+#: one to the next in ``courier_message_id`` (a skip scan), so a million
+#: waiting rows cost a few index lookups per queue, not a walk over them all.
+QUEUES = (
+    "WITH RECURSIVE queues(name) AS (SELECT min(queue) FROM courier_messages"
+    " UNION ALL SELECT (SELECT min(queue) FROM courier_messages WHERE queue > queues.name)"
+    " FROM queues WHERE name IS NOT NULL)"
+    " SELECT name FROM queues WHERE name IS NOT NULL"
+    " UNION SELECT topic || '.' || subscription FROM courier_subscriptions ORDER BY 1"
+)
 
 _OBJECTS = (
     "courier_messages",
