@@ -179,6 +179,26 @@ def test_time_limit(bus: Bus, run_worker: Callable[..., Worker]) -> None:
     assert 0.05 <= elapsed < 0.3
 
 
+def test_memory_limit_stops_when_resident_memory_exceeds_it(
+    bus: Bus, run_worker: Callable[..., Worker]
+) -> None:
+    handle_all(bus)
+    dispatch(bus, 3)
+    # Any running Python process holds more than 1 MiB resident.
+    worker = run_worker(bus, ["jobs"], stop_when_empty=False, memory_limit=1)
+    assert worker.stop_reason is StopReason.MEMORY_LIMIT
+
+
+def test_memory_limit_above_the_process_size_lets_it_run(
+    bus: Bus, run_worker: Callable[..., Worker]
+) -> None:
+    handled = handle_all(bus)
+    dispatch(bus, 3)
+    worker = run_worker(bus, ["jobs"], memory_limit=1024 * 1024)
+    assert worker.stop_reason is StopReason.EMPTY
+    assert handled == [0, 1, 2]
+
+
 def test_acks_are_batched_with_ack_many(bus: Bus, run_worker: Callable[..., Worker]) -> None:
     handle_all(bus)
     dispatch(bus, 5)
