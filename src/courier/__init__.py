@@ -14,7 +14,7 @@
     # courier consume email                             # on the worker box
 """
 
-from courier.bus import Bus, current_envelope
+from courier.bus import Bus
 from courier.dead_letters import InvalidMessage
 from courier.envelope import Envelope, ErrorDetails
 from courier.errors import (
@@ -34,6 +34,7 @@ from courier.errors import (
     ValidationFailed,
 )
 from courier.handlers import handler
+from courier.handling import current_envelope
 from courier.message import Event, Message
 from courier.middleware import AckPolicy, Middleware, Next, RetryPolicy, RetryStrategy
 from courier.routing import Route

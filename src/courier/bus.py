@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
 from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar
@@ -31,13 +30,12 @@ from courier.dead_letters import DeadLetters, InvalidMessage
 from courier.envelope import _EMPTY_HEADERS, Envelope, new_message_id
 from courier.errors import (
     ConfigurationError,
-    HandlerFailed,
-    NoHandlerForMessage,
     PublishNotConfirmed,
     TransportError,
 )
 from courier.handlers import HandlerRegistry, HandlerSpec, marked_handlers
-from courier.message import Event, Message, defined_message
+from courier.handling import Handling, current_envelope
+from courier.message import Event, Message
 from courier.middleware.acknowledge import AcknowledgeMiddleware, AckPolicy
 from courier.middleware.base import Middleware, Next, compose
 from courier.middleware.logging import LoggingMiddleware
@@ -45,27 +43,19 @@ from courier.middleware.max_deliveries import DEFAULT_MAX_DELIVERIES, MaxDeliver
 from courier.middleware.retry import RetryMiddleware, RetryPolicy, RetryStrategy
 from courier.middleware.validation import ValidationMiddleware
 from courier.registry import MessageRegistry
-from courier.routing import CATCH_ALL, Route, Router
+from courier.routing import Route, Router
 from courier.serializer import DEFAULT_MAX_BODY, JsonSerializer, Serializer
-from courier.transports.base import Outcome, Received, Transport, subscription_queue
+from courier.topology import Topology
+from courier.transports.base import Outcome, Received, Transport
 from courier.transports.dsn import Dsn
 from courier.transports.registry import open_transport
 from courier.transports.sync import SyncTransport
 
-__all__ = ["Bus", "current_envelope"]
+__all__ = ["Bus"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _dispatch_log = logging.getLogger("courier.dispatch")
-
-#: The envelope whose handler is running in this context, so a dispatch from
-#: inside a handler carries the conversation on (correlation and causation).
-_current: ContextVar[Envelope | None] = ContextVar("courier_current_envelope", default=None)
-
-
-def current_envelope() -> Envelope | None:
-    """The envelope being handled in this context, if any."""
-    return _current.get()
 
 
 class Bus:
@@ -107,6 +97,8 @@ class Bus:
         self._dispatchable: set[type[Message]] = set()
         self._dispatch_stack: Next | None = None
         self._consume_stack: Next | None = None
+        self.topology = Topology(self)
+        self.handling = Handling(self)
         for name, target in (transports or {}).items():
             self.add_transport(name, target)
         for message_type, route in (routing or {}).items():
@@ -162,7 +154,7 @@ class Bus:
             transport = open_transport(dsn, name=name, serializer=self.serializer)
             self._dsns[name] = dsn
         if isinstance(transport, SyncTransport):
-            transport.bind(self._handle_now)
+            transport.bind(self.handling.handle_now)
         self._transports[name] = transport
         self._senders.clear()
         return transport
@@ -358,7 +350,7 @@ class Bus:
                 raise TypeError(f"can only dispatch courier Messages, not {message_type!r}")
             self.registry.register(message_type)
             self._dispatchable.add(message_type)
-        parent = _current.get()
+        parent = current_envelope()
         causation_id = None
         if parent is not None:
             causation_id = parent.id
@@ -406,7 +398,7 @@ class Bus:
         route = self.router.route_for(message_type)
         sender: Callable[[Envelope], Envelope]
         if route is None:
-            sender = self._handle_now
+            sender = self.handling.handle_now
         elif issubclass(message_type, Event):
 
             def sender(envelope: Envelope) -> Envelope:
@@ -431,7 +423,7 @@ class Bus:
         message_type = type(envelope.message)
         transport = self.transport(route.transport)
         if transport.capabilities.in_process:
-            self._handle_now(envelope)
+            self.handling.handle_now(envelope)
             return
         self._check_capabilities(envelope, transport)
         topic = self.router.topic_of(message_type, route)
@@ -474,242 +466,33 @@ class Bus:
             return received.outcome
         stack = self._consume_stack
         if stack is None:
-            stack = self._consume_stack = compose(self.consume_middleware(), self._handle)
+            stack = self._consume_stack = compose(self.consume_middleware(), self.handling.handle)
         stack(envelope)
         if received.outcome is None:
             received.outcome = Outcome.ACK
         return received.outcome
 
-    def _handle(self, envelope: Envelope) -> Envelope:
-        """The end of the consume stack: the handler for this delivery."""
-        message_type = type(envelope.message)
-        if issubclass(message_type, Event):
-            return self._handle_event(envelope, message_type)
-        spec = self.handlers.command(message_type)
-        if spec is None:
-            raise NoHandlerForMessage(f"no handler for {message_type.message_name} in this process")
-        try:
-            self._call(spec, envelope)
-        except Exception as error:
-            raise HandlerFailed([error]) from error
-        return envelope
-
-    def _handle_event(self, envelope: Envelope, message_type: type[Message]) -> Envelope:
-        subscriptions = self.handlers.subscriptions(message_type)
-        received = envelope.received
-        route = self.router.route_for(message_type)
-        if received is not None and route is not None:
-            prefix = self.router.topic_of(message_type, route) + "."
-            if received.queue.startswith(prefix):
-                name = received.queue[len(prefix) :]
-                spec = subscriptions.get(name)
-                if spec is None:
-                    raise NoHandlerForMessage(
-                        f"no subscription {name!r} for {message_type.message_name} in this process"
-                    )
-                try:
-                    self._call(spec, envelope)
-                except Exception as error:
-                    raise HandlerFailed([error]) from error
-                return envelope
-        return self._run_all(envelope, list(subscriptions.values()))
-
-    def _handle_now(self, envelope: Envelope) -> Envelope:
-        """Handle in this process: unrouted messages and ``sync://``."""
-        message_type = type(envelope.message)
-        if issubclass(message_type, Event):
-            return self._run_all(envelope, list(self.handlers.subscriptions(message_type).values()))
-        spec = self.handlers.command(message_type)
-        if spec is None:
-            raise NoHandlerForMessage(
-                f"no handler for {message_type.message_name}, and it is not routed to a transport"
-            )
-        return self._run_all(envelope, [spec])
-
-    def _run_all(self, envelope: Envelope, specs: list[HandlerSpec]) -> Envelope:
-        errors: list[Exception] = []
-        for spec in specs:
-            try:
-                self._call(spec, envelope)
-            except Exception as error:
-                errors.append(error)
-        if errors:
-            raise HandlerFailed(errors) from errors[0]
-        return envelope
-
-    def _call(self, spec: HandlerSpec, envelope: Envelope) -> None:
-        token = _current.set(envelope)
-        try:
-            if spec.takes_envelope:
-                result = spec.func(envelope.message, envelope)
-            else:
-                result = spec.func(envelope.message)
-            if result is not None:
-                self._continue(result, spec)
-        finally:
-            _current.reset(token)
-
-    def _continue(self, result: object, spec: HandlerSpec) -> None:
-        """A pipeline: dispatch what the handler returned, before the ack."""
-        if isinstance(result, Message):
-            self.dispatch(result)
-        elif isinstance(result, (list, tuple)) and all(isinstance(m, Message) for m in result):
-            for message in result:
-                self.dispatch(message)
-        else:
-            raise ConfigurationError(
-                f"handler {spec.name} returned {type(result).__name__}; a handler returns "
-                "None, a Message or a list of Messages"
-            )
-
-    # -- the layout of queues ------------------------------------------------
-
-    def _adopt_routed_types(self) -> None:
-        """Register the classes that routes name but nothing registered yet.
-
-        Routing configured by wire name cannot import anything; it names a
-        class the app has defined, and routing it registers it, exactly as
-        ``bus.route(SendEmail, ...)`` does.
-        """
-        for name in self.router.routes():
-            if name != CATCH_ALL and self.registry.resolve(name) is None:
-                defined = defined_message(name)
-                if defined is not None:
-                    self.registry.register(defined)
-
-    def _routed_types(self, transport: str) -> list[tuple[type[Message], Route]]:
-        self._adopt_routed_types()
-        found = []
-        for message_type in self.registry:
-            route = self.router.route_for(message_type)
-            if route is not None and route.transport == transport:
-                found.append((message_type, route))
-        return found
+    # -- the layout of queues (see courier.topology) ---------------------------
 
     def layout(self, transport: str) -> tuple[list[str], dict[str, list[str]]]:
         """The queues and ``{topic: subscriptions}`` that ``transport`` serves."""
-        default = self.transport(transport).queue
-        queues: list[str] = []
-        topics: dict[str, set[str]] = {}
-        for message_type, route in self._routed_types(transport):
-            if issubclass(message_type, Event):
-                names = topics.setdefault(self.router.topic_of(message_type, route), set())
-                names.update(self.handlers.subscriptions(message_type))
-                names.update(route.subscriptions)
-            else:
-                queues.append(route.queue or default)
-        for name, route in self.router.routes().items():
-            # Routes by name whose class this process never imported.
-            if route.transport == transport and self.registry.resolve(name) is None:
-                if route.topic is not None or route.subscriptions:
-                    topics.setdefault(route.topic or name, set()).update(route.subscriptions)
-                elif name != "*":
-                    queues.append(route.queue or default)
-        if not topics or queues:
-            queues.insert(0, default)
-        ordered = list(dict.fromkeys(queues))
-        return ordered, {topic: sorted(names) for topic, names in topics.items()}
+        return self.topology.layout(transport)
 
     def consumed_queues(self, transport: str, subscriptions: Sequence[str] = ()) -> list[str]:
-        """Queues a worker of ``transport`` receives from, command queues first.
-
-        Subscription queues are those this process has handlers for,
-        narrowed to ``subscriptions`` when given.
-        """
-        queues, topics = self.layout(transport)
-        if subscriptions:
-            queues = []
-        handled: set[tuple[str, str]] = set()
-        for message_type, route in self._routed_types(transport):
-            if issubclass(message_type, Event):
-                topic = self.router.topic_of(message_type, route)
-                handled.update((topic, name) for name in self.handlers.subscriptions(message_type))
-        for topic, names in topics.items():
-            for name in names:
-                if (topic, name) in handled and (not subscriptions or name in subscriptions):
-                    queues.append(subscription_queue(topic, name))
-        if subscriptions and not queues:
-            raise ConfigurationError(
-                f"transport {transport!r} has no subscription named "
-                f"{', '.join(repr(s) for s in subscriptions)} with a handler in this process"
-            )
-        return queues
+        """Queues a worker of ``transport`` receives from, command queues first."""
+        return self.topology.consumed_queues(transport, subscriptions)
 
     def setup(self, transports: Iterable[str] | None = None) -> None:
         """Declare every queue and subscription the configuration implies."""
-        names = list(transports) if transports is not None else list(self._transports)
-        for name in (self.failure_transport, self.invalid_transport):
-            if name is not None and name not in names:
-                names.append(name)
-        for name in names:
-            transport = self.transport(name)
-            if transport.capabilities.in_process:
-                continue
-            queues, topics = self.layout(name)
-            transport.setup(queues, topics)
+        self.topology.setup(transports)
 
     def check(self, transports: Iterable[str]) -> None:
-        """Refuse, at worker startup, a configuration that cannot work.
-
-        Every command routed to a consumed transport needs exactly one
-        handler here; the dead-letter transports must exist and be listable;
-        a transport that retries with a delay must be able to delay.
-        """
-        for name in (self.failure_transport, self.invalid_transport):
-            if name is None:
-                continue
-            store = self.transport(name)
-            if not store.capabilities.listable:
-                raise ConfigurationError(
-                    f"failure transport {name!r} cannot list its messages, so `courier failed` "
-                    "could not show them; use sqlite://, memory:// or redis://"
-                )
-        for name in transports:
-            transport = self.transport(name)
-            if transport.capabilities.in_process:
-                raise ConfigurationError(
-                    f"transport {name!r} is sync://: its messages are handled when dispatched, "
-                    "there is nothing to consume"
-                )
-            for message_type, _ in self._routed_types(name):
-                if issubclass(message_type, Event):
-                    continue
-                if self.handlers.command(message_type) is None:
-                    raise ConfigurationError(
-                        f"{message_type.message_name} is routed to {name!r} but has no handler "
-                        "in this process"
-                    )
-            for route_name, route in self.router.routes().items():
-                if (
-                    route.transport == name
-                    and route_name != "*"
-                    and self.registry.resolve(route_name) is None
-                ):
-                    raise ConfigurationError(
-                        f"routing names message type {route_name!r} for {name!r}, but no class "
-                        "with that message_name is imported by the app"
-                    )
-            self.check_retry_delays(transport)
+        """Refuse, at worker startup, a configuration that cannot work."""
+        self.topology.check(transports)
 
     def check_retry_delays(self, transport: Transport) -> None:
         """Refuse retry strategies that ``transport`` cannot delay as asked."""
-        strategies = [self.retry_policy.default, *self.retry_policy.message_types.values()]
-        strategies.append(self.retry_policy.transports.get(transport.name, strategies[0]))
-        capabilities = transport.capabilities
-        for strategy in strategies:
-            if strategy.max_retries == 0 or strategy.delay == 0:
-                continue
-            if not capabilities.delay:
-                raise ConfigurationError(
-                    f"transport {transport.name!r} cannot delay messages, but its retry strategy "
-                    f"waits {strategy.delay:g}s; set retry delay to 0 for it"
-                )
-            longest = strategy.base_delay(strategy.max_retries) * (1 + strategy.jitter)
-            if capabilities.max_delay is not None and longest > capabilities.max_delay:
-                raise ConfigurationError(
-                    f"transport {transport.name!r} delays at most {capabilities.max_delay:g}s, "
-                    f"but its retry strategy may wait {longest:g}s; set retry max_delay"
-                )
+        self.topology.check_retry_delays(transport)
 
     def close(self) -> None:
         """Close every transport."""

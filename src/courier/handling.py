@@ -1,0 +1,126 @@
+"""Calling handlers: the end of the consume stack, and in-process handling.
+
+A command goes to its one handler; an event received on a subscription's
+queue goes to that subscription's handler (and to every subscription when
+handled in process). What a handler raises is wrapped in
+:class:`~courier.errors.HandlerFailed` for the retry middleware to read.
+What it returns continues a pipeline: it is dispatched before the incoming
+message is acknowledged, and, like any dispatch from inside a handler,
+carries the conversation on (correlation and causation ids) through
+:func:`current_envelope`.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from courier.errors import ConfigurationError, HandlerFailed, NoHandlerForMessage
+from courier.message import Event, Message
+
+if TYPE_CHECKING:
+    from courier.bus import Bus
+    from courier.envelope import Envelope
+    from courier.handlers import HandlerSpec
+
+__all__ = ["Handling", "current_envelope"]
+
+#: The envelope whose handler is running in this context, so a dispatch from
+#: inside a handler carries the conversation on (correlation and causation).
+_current: ContextVar[Envelope | None] = ContextVar("courier_current_envelope", default=None)
+
+
+def current_envelope() -> Envelope | None:
+    """The envelope being handled in this context, if any."""
+    return _current.get()
+
+
+class Handling:
+    """Runs the handlers of one bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def handle(self, envelope: Envelope) -> Envelope:
+        """The end of the consume stack: the handler for this delivery."""
+        message_type = type(envelope.message)
+        if issubclass(message_type, Event):
+            return self._handle_event(envelope, message_type)
+        spec = self.bus.handlers.command(message_type)
+        if spec is None:
+            raise NoHandlerForMessage(f"no handler for {message_type.message_name} in this process")
+        try:
+            self._call(spec, envelope)
+        except Exception as error:
+            raise HandlerFailed([error]) from error
+        return envelope
+
+    def _handle_event(self, envelope: Envelope, message_type: type[Message]) -> Envelope:
+        subscriptions = self.bus.handlers.subscriptions(message_type)
+        received = envelope.received
+        route = self.bus.router.route_for(message_type)
+        if received is not None and route is not None:
+            prefix = self.bus.router.topic_of(message_type, route) + "."
+            if received.queue.startswith(prefix):
+                name = received.queue[len(prefix) :]
+                spec = subscriptions.get(name)
+                if spec is None:
+                    raise NoHandlerForMessage(
+                        f"no subscription {name!r} for {message_type.message_name} in this process"
+                    )
+                try:
+                    self._call(spec, envelope)
+                except Exception as error:
+                    raise HandlerFailed([error]) from error
+                return envelope
+        return self._run_all(envelope, list(subscriptions.values()))
+
+    def handle_now(self, envelope: Envelope) -> Envelope:
+        """Handle in this process: unrouted messages and ``sync://``."""
+        message_type = type(envelope.message)
+        if issubclass(message_type, Event):
+            return self._run_all(
+                envelope, list(self.bus.handlers.subscriptions(message_type).values())
+            )
+        spec = self.bus.handlers.command(message_type)
+        if spec is None:
+            raise NoHandlerForMessage(
+                f"no handler for {message_type.message_name}, and it is not routed to a transport"
+            )
+        return self._run_all(envelope, [spec])
+
+    def _run_all(self, envelope: Envelope, specs: list[HandlerSpec]) -> Envelope:
+        errors: list[Exception] = []
+        for spec in specs:
+            try:
+                self._call(spec, envelope)
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise HandlerFailed(errors) from errors[0]
+        return envelope
+
+    def _call(self, spec: HandlerSpec, envelope: Envelope) -> None:
+        token = _current.set(envelope)
+        try:
+            if spec.takes_envelope:
+                result = spec.func(envelope.message, envelope)
+            else:
+                result = spec.func(envelope.message)
+            if result is not None:
+                self._continue(result, spec)
+        finally:
+            _current.reset(token)
+
+    def _continue(self, result: object, spec: HandlerSpec) -> None:
+        """A pipeline: dispatch what the handler returned, before the ack."""
+        if isinstance(result, Message):
+            self.bus.dispatch(result)
+        elif isinstance(result, (list, tuple)) and all(isinstance(m, Message) for m in result):
+            for message in result:
+                self.bus.dispatch(message)
+        else:
+            raise ConfigurationError(
+                f"handler {spec.name} returned {type(result).__name__}; a handler returns "
+                "None, a Message or a list of Messages"
+            )
