@@ -1,0 +1,153 @@
+"""courier's Worker and Bus on RabbitMQ: bad bytes, and a worker killed mid-batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from courier import Bus, Message
+from courier.dead_letters import InvalidMessage
+from courier.transports.memory import MemoryTransport
+from courier.worker import Worker, WorkerOptions
+
+pytestmark = pytest.mark.amqp
+
+
+class Job(Message):
+    message_name: ClassVar[str] = "courier.amqp-test.job"
+
+    n: int
+
+
+def wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_raw_bad_bytes_end_in_the_invalid_transport_and_the_worker_goes_on(janitor: Any) -> None:
+    queue = janitor.name()
+    bus = Bus(
+        transports={"work": janitor.dsn(queue), "failed": "memory://", "invalid": "memory://"},
+        failure_transport="failed",
+        invalid_transport="invalid",
+    )
+    bus.route(Job, "work")
+    janitor.transports.append(bus.transport("work"))
+    handled: list[int] = []
+
+    @bus.handler(Job)
+    def handle(job: Job) -> None:
+        handled.append(job.n)
+
+    bus.setup()
+    job_type = {"courier-type": Job.message_name}
+    bus.dispatch(Job(n=1))
+    janitor.publish_raw(queue, b'{"n": 1', job_type, message_id="truncated")
+    janitor.publish_raw(queue, b'{"n": 2}', {"courier-type": "os.system"}, message_id="unknown")
+    bus.dispatch(Job(n=2))
+    janitor.publish_raw(
+        queue, b'{"n": "two"}', job_type, message_id="invalid", content_type="application/json"
+    )
+    bus.dispatch(Job(n=3))
+
+    worker = Worker(bus, ["work"], options=WorkerOptions(limit=6, sleep=0.2, time_limit=20))
+    worker.run()
+
+    assert handled == [1, 2, 3]
+    invalid = bus.transport("invalid")
+    assert isinstance(invalid, MemoryTransport)
+    kept = {envelope.id: envelope for envelope in invalid.list()}
+    assert set(kept) == {"truncated", "unknown", "invalid"}
+    reasons = {}
+    for message_id, envelope in kept.items():
+        message = envelope.message
+        assert isinstance(message, InvalidMessage)
+        assert message.queue == queue
+        assert message.transport == "work"
+        assert "x-delivery-count" not in message.headers
+        reasons[message_id] = (message.reason, message.body)
+    assert reasons["truncated"][1] == b'{"n": 1'
+    assert "malformed JSON" in reasons["truncated"][0]
+    assert "unknown message type 'os.system'" in reasons["unknown"][0]
+    assert reasons["invalid"][0].startswith(f"invalid {Job.message_name}: n")
+    classes = {message_id: envelope.error.error_class for message_id, envelope in kept.items()}  # type: ignore[union-attr]
+    assert classes == {
+        "truncated": "courier.errors.MessageDecodingFailed",
+        "unknown": "courier.errors.MessageDecodingFailed",
+        "invalid": "courier.errors.ValidationFailed",
+    }
+    bus.close()  # acknowledgements were flushed: nothing goes back to the queue
+    assert janitor.count(queue) == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_holding_messages_loses_none(janitor: Any, tmp_path: Path) -> None:
+    queue = janitor.name()
+    total = 300
+    dsn = janitor.dsn(queue, prefetch="50")
+    producer = Bus(transports={"work": dsn})
+    producer.route(Job, "work")
+    janitor.transports.append(producer.transport("work"))
+    producer.dispatch_many([Job(n=n) for n in range(total)])
+
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+    errors = tmp_path / "stderr"
+
+    def lines() -> list[int]:
+        return [int(line) for line in ledger.read_text().split()]
+
+    script = Path(__file__).with_name("kill_worker.py")
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(ledger)],
+            env={**os.environ, "COURIER_TEST_WORKER_DSN": dsn},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(lambda: len(lines()) >= 60 or process.poll() is not None, timeout=30)
+            assert process.poll() is None, errors.read_text()
+            ready = janitor.count(queue)
+            held = total - ready - len(lines())
+            assert held > 0, "the worker should hold prefetched, unacknowledged messages"
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+
+    consumer = Bus(transports={"work": dsn, "failed": "memory://"}, failure_transport="failed")
+    consumer.route(Job, "work")
+    janitor.transports.append(consumer.transport("work"))
+    with ledger.open("a", buffering=1) as record:
+
+        @consumer.handler(Job)
+        def handle(job: Job) -> None:
+            record.write(f"{job.n}\n")
+
+        worker = Worker(consumer, ["work"], options=WorkerOptions(prefetch=50, sleep=0.2))
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            wait_for(lambda: set(lines()) == set(range(total)), timeout=30)
+        finally:
+            worker.stop()
+            thread.join(timeout=10)
+    consumer.close()
+    handled = Counter(lines())
+    assert set(handled) == set(range(total))
+    # Only what the killed worker held came twice: its prefetch and unflushed acks.
+    assert sum(count - 1 for count in handled.values()) <= 50 + 50
+    assert janitor.count(queue) == 0

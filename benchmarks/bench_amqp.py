@@ -1,0 +1,338 @@
+"""courier on RabbitMQ against raw pika doing the same work with the same safety.
+
+    python benchmarks/bench_amqp.py [--messages 20000] [--runs 3] [--url amqp://...]
+
+Every case moves ``--messages`` JSON messages of about 200 bytes through
+a quorum queue (courier's default), persistent, with publisher confirms on
+every publish and ``mandatory`` on both sides, and acknowledges on the
+consume side only after the message was handled (decoded). Each case runs
+in a fresh process, raw and courier alternating, and the table shows the
+median of ``--runs`` runs, in messages per second, and courier / raw.
+
+publish, one confirm each
+    raw: BlockingConnection with confirm_delivery, each basic_publish waits
+    for its confirm. courier: ``bus.dispatch`` one message at a time.
+publish, confirms in flight
+    raw: SelectConnection keeping 1,000 confirms in flight. courier: one
+    ``bus.dispatch_many`` of every message (``send_many`` keeps up to
+    ``confirm_window`` = 1,000 confirms in flight, as raw does). A second
+    row calls ``dispatch_many`` per 1,000 messages: each call returns only
+    once all of its confirms are in, so the pipeline drains between calls.
+consume, ack after handling
+    raw: basic_consume, prefetch 100, json.loads, basic_ack each. courier: a
+    Worker (prefetch 100 per receive, acknowledgements batched by 100, DSN
+    prefetch 1,000), the full consume stack, decoding into the pydantic model.
+consume, raw's fastest at-least-once
+    raw: prefetch 1,000, ack multiple after every 100 handled; courier: the
+    same Worker as above.
+
+The queue for each case is declared by courier (a quorum queue with its
+dead-letter queue) and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pika  # type: ignore[import-untyped]
+
+from courier import Bus, Message
+from courier.transports.dsn import Dsn
+from courier.worker import Worker, WorkerOptions
+from courier_amqp import AmqpOptions
+from courier_amqp.topology import Topology
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+#: Shared with the spawned children through the environment.
+TAG = os.environ.setdefault("COURIER_BENCH_TAG", f"bench-{uuid.uuid4().hex[:8]}")
+OPTIONS = {"dead_letter_exchange": f"{TAG}.dlx", "delay_prefix": f"{TAG}.delay"}
+
+
+class SendEmail(Message):
+    message_name: ClassVar[str] = "bench.send-email"
+
+    n: int
+    to: str
+    subject: str
+    body: str
+
+
+def payload(n: int) -> dict[str, Any]:
+    """About 200 bytes of JSON."""
+    return {
+        "n": n,
+        "to": f"customer{n:06d}@example.com",
+        "subject": f"Your order {n:08d} has shipped",
+        "body": "Hello, your parcel left our warehouse today and should arrive soon. "
+        "Thanks for shopping with us!",
+    }
+
+
+def dsn(url: str, queue: str, **options: str) -> str:
+    return Dsn.parse(url).with_options(queue=queue, **OPTIONS, **options).render(reveal=True)
+
+
+def make_bus(url: str, queue: str, **options: str) -> Bus:
+    bus = Bus(transports={"bench": dsn(url, queue, **options)})
+    bus.route(SendEmail, "bench")
+    return bus
+
+
+# -- publishing ----------------------------------------------------------------
+
+
+def raw_publish_each(url: str, queue: str, count: int) -> float:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    started = time.perf_counter()
+    for n in range(count):
+        properties = pika.BasicProperties(
+            content_type="application/json", delivery_mode=2, message_id=uuid.uuid4().hex
+        )
+        channel.basic_publish(
+            "", queue, json.dumps(payload(n)).encode(), properties, mandatory=True
+        )
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return count / elapsed
+
+
+def courier_publish_each(url: str, queue: str, count: int) -> float:
+    bus = make_bus(url, queue)
+    bus.transport("bench").setup()
+    started = time.perf_counter()
+    for n in range(count):
+        bus.dispatch(SendEmail(**payload(n)))
+    elapsed = time.perf_counter() - started
+    bus.close()
+    return count / elapsed
+
+
+def raw_publish_in_flight(url: str, queue: str, count: int, window: int = 1000) -> float:
+    state = {"sent": 0, "confirmed": 0, "nacked": 0, "started": 0.0, "elapsed": 0.0}
+    in_flight: list[int] = []
+
+    def publish_more(channel: Any) -> None:
+        while state["sent"] < count and state["sent"] - state["confirmed"] < window:
+            n = int(state["sent"])
+            properties = pika.BasicProperties(
+                content_type="application/json", delivery_mode=2, message_id=uuid.uuid4().hex
+            )
+            channel.basic_publish(
+                "", queue, json.dumps(payload(n)).encode(), properties, mandatory=True
+            )
+            state["sent"] += 1
+            in_flight.append(n + 1)
+
+    def on_confirm(channel: Any, frame: Any) -> None:
+        method = frame.method
+        confirmed = method.delivery_tag - state["confirmed"] if method.multiple else 1
+        state["confirmed"] += confirmed
+        if not isinstance(method, pika.spec.Basic.Ack):
+            state["nacked"] += confirmed
+        if state["confirmed"] >= count:
+            state["elapsed"] = time.perf_counter() - state["started"]
+            channel.connection.close()
+        else:
+            publish_more(channel)
+
+    def on_channel(channel: Any) -> None:
+        def start(_: Any) -> None:
+            state["started"] = time.perf_counter()
+            publish_more(channel)
+
+        channel.confirm_delivery(lambda frame: on_confirm(channel, frame), callback=start)
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(url),
+        on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel),
+        on_close_callback=lambda conn, reason: conn.ioloop.stop(),
+    )
+    connection.ioloop.start()
+    connection.ioloop.close()
+    if state["nacked"] or state["confirmed"] != count:
+        raise RuntimeError(f"raw publisher: {state}")
+    return count / state["elapsed"]
+
+
+def courier_publish_all(url: str, queue: str, count: int) -> float:
+    return courier_publish_batches(url, queue, count, batch=count)
+
+
+def courier_publish_batches(url: str, queue: str, count: int, batch: int = 1000) -> float:
+    bus = make_bus(url, queue)
+    bus.transport("bench").setup()
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        bus.dispatch_many(
+            [SendEmail(**payload(n)) for n in range(start, min(start + batch, count))]
+        )
+    elapsed = time.perf_counter() - started
+    bus.close()
+    return count / elapsed
+
+
+# -- consuming -----------------------------------------------------------------
+
+
+def raw_consume(url: str, queue: str, count: int, prefetch: int, ack_every: int) -> float:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    handled = 0
+
+    def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        nonlocal handled
+        json.loads(body)  # the handling
+        handled += 1
+        if ack_every == 1:
+            channel.basic_ack(method.delivery_tag)
+        elif handled % ack_every == 0 or handled == count:
+            channel.basic_ack(method.delivery_tag, multiple=True)
+        if handled == count:
+            channel.stop_consuming()
+
+    started = time.perf_counter()
+    channel.basic_consume(queue, on_message)
+    channel.start_consuming()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return count / elapsed
+
+
+def raw_consume_each(url: str, queue: str, count: int) -> float:
+    return raw_consume(url, queue, count, prefetch=100, ack_every=1)
+
+
+def raw_consume_fastest(url: str, queue: str, count: int) -> float:
+    return raw_consume(url, queue, count, prefetch=1000, ack_every=100)
+
+
+def courier_consume(url: str, queue: str, count: int) -> float:
+    bus = make_bus(url, queue, prefetch="1000")
+    handled = 0
+
+    @bus.handler(SendEmail)
+    def send_email(message: SendEmail) -> None:
+        nonlocal handled
+        handled += 1
+
+    bus.transport("bench").setup()  # connected before the clock starts, as raw is
+    worker = Worker(bus, ["bench"], options=WorkerOptions(limit=count, prefetch=100, ack_batch=100))
+    started = time.perf_counter()
+    worker.run()
+    elapsed = time.perf_counter() - started
+    bus.close()
+    assert handled == count
+    return count / elapsed
+
+
+# -- the harness ---------------------------------------------------------------
+
+
+def fill(url: str, queue: str, count: int) -> None:
+    bus = make_bus(url, queue)
+    for start in range(0, count, 1000):
+        bus.dispatch_many([SendEmail(**payload(n)) for n in range(start, min(start + 1000, count))])
+    bus.close()
+
+
+def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) -> None:
+    results.put(target(*args))
+
+
+def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> float:
+    """Run ``case`` in a fresh process on a fresh queue; messages per second."""
+    queue = f"{TAG}-{uuid.uuid4().hex[:6]}"
+    setup = make_bus(url, queue)
+    setup.transport("bench").setup()
+    setup.close()
+    if prefill:
+        fill(url, queue, count)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_child, args=(case, (url, queue, count), results))
+    process.start()
+    rate = float(results.get(timeout=600))
+    process.join()
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    left = channel.queue_declare(queue, passive=True).method.message_count
+    channel.queue_delete(queue)
+    channel.queue_delete(f"{queue}.dead")
+    connection.close()
+    expected = 0 if prefill else count
+    if left != expected:
+        raise SystemExit(f"{case.__name__}: {left} messages left in the queue, expected {expected}")
+    return rate
+
+
+CASES: list[tuple[str, Callable[..., float], Callable[..., float], bool]] = [
+    ("publish, one confirm each", raw_publish_each, courier_publish_each, False),
+    ("publish, 1,000 confirms in flight", raw_publish_in_flight, courier_publish_all, False),
+    (
+        "  courier: dispatch_many per 1,000 messages",
+        raw_publish_in_flight,
+        courier_publish_batches,
+        False,
+    ),
+    ("consume, ack each after handling", raw_consume_each, courier_consume, True),
+    (
+        "consume, raw fastest (prefetch 1000, ack multiple/100)",
+        raw_consume_fastest,
+        courier_consume,
+        True,
+    ),
+]
+
+
+def cleanup(url: str) -> None:
+    """Delete the dead-letter exchange and the delay levels every case's setup declared."""
+    delays = Topology(AmqpOptions.model_validate(OPTIONS)).delay_queues()
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    for name in delays:
+        channel.queue_delete(name)
+        channel.exchange_delete(name)
+    channel.exchange_delete(OPTIONS["dead_letter_exchange"])
+    connection.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--url", default=DEFAULT_URL)
+    args = parser.parse_args(argv)
+    print(
+        f"{args.messages:,} messages of ~{len(json.dumps(payload(0)))} bytes, "
+        f"median of {args.runs} run(s), messages/s\n"
+    )
+    header = f"{'case':<56} {'raw pika':>10} {'courier':>10} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    try:
+        for title, raw, ours, prefill in CASES:
+            raw_rates, our_rates = [], []
+            for _ in range(args.runs):
+                raw_rates.append(measure(args.url, raw, args.messages, prefill))
+                our_rates.append(measure(args.url, ours, args.messages, prefill))
+            raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
+            print(f"{title:<56} {raw_rate:>10,.0f} {our_rate:>10,.0f} {our_rate / raw_rate:>6.0%}")
+            sys.stdout.flush()
+    finally:
+        cleanup(args.url)
+
+
+if __name__ == "__main__":
+    main()
