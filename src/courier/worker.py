@@ -158,6 +158,8 @@ class Worker:
         ]
         self._source_of = {id(source.transport): source for source in self._sources}
         self.worker_id = worker_id or f"{socket.gethostname()}.{os.getpid()}"
+        for source in self._sources:
+            source.transport.identify(self.worker_id)
         self.instance_id = os.urandom(4).hex()
         self.listeners: list[WorkerListener] = list(listeners)
         for layer in bus.consume_middleware():

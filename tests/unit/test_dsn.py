@@ -98,7 +98,7 @@ def test_password_never_renders() -> None:
     for text in (repr(dsn), str(dsn), dsn.render(), f"{dsn}", f"{dsn!r}"):
         assert_no_password(text)
         assert f"guest:{MASK}@" in text
-    assert str(dsn) == f"amqp://guest:{MASK}@rabbit.local:5672//?queue=email&prefetch=50"
+    assert str(dsn) == f"amqp://guest:{MASK}@rabbit.local:5672/%2f?queue=email&prefetch=50"
 
 
 def test_reveal_is_explicit_and_round_trips() -> None:

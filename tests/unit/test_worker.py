@@ -199,6 +199,14 @@ def test_memory_limit_above_the_process_size_lets_it_run(
     assert handled == [0, 1, 2]
 
 
+def test_transports_learn_the_worker_id_before_receiving(bus: Bus) -> None:
+    seen: list[tuple[str, str]] = []
+    transport = bus.transport("jobs")
+    transport.identify = lambda worker_id: seen.append((worker_id, "identify"))  # type: ignore[method-assign]
+    Worker(bus, ["jobs"], worker_id="mailer-7")
+    assert seen == [("mailer-7", "identify")]
+
+
 def test_acks_are_batched_with_ack_many(bus: Bus, run_worker: Callable[..., Worker]) -> None:
     handle_all(bus)
     dispatch(bus, 5)

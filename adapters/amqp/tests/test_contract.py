@@ -25,9 +25,6 @@ class TestAmqpContract(TransportContract):
         self.janitor = janitor
 
     def make_transport(self, queue: str, serializer: Serializer, **options: str) -> Transport:
-        # The thousand-message case holds 1,000 deliveries unacknowledged before
-        # it acknowledges any: RabbitMQ sends no more than ``prefetch`` ahead.
-        options.setdefault("prefetch", "1000")
         return self.janitor.transport(queue, serializer, **options)  # type: ignore[no-any-return]
 
     def inject_raw(

@@ -125,6 +125,15 @@ def test_connection_parameters() -> None:
     assert named._params.client_properties["connection_name"] == "billing worker 3"
 
 
+def test_the_worker_id_names_the_connection_unless_the_dsn_does() -> None:
+    made = transport()
+    made.identify("mailer-7")
+    assert made._params.client_properties["connection_name"] == "courier orders mailer-7"
+    named = transport(connection_name="billing worker 3")
+    named.identify("mailer-7")
+    assert named._params.client_properties["connection_name"] == "billing worker 3"
+
+
 def test_amqps_builds_a_verifying_tls_context() -> None:
     made = transport("amqps://u:p@rabbit.example/%2f", tls_server_name="rabbit.internal")
     params = made._params

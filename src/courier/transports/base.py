@@ -331,6 +331,13 @@ class Transport(ABC):
         around their connection.
         """
 
+    def identify(self, worker_id: str) -> None:
+        """Learn the worker's id before the first connection, to show it to the broker.
+
+        Where a broker displays client names (RabbitMQ's management UI), an
+        operator can then tell which worker holds which connection.
+        """
+
     def keepalive_interval(self) -> float | None:
         """How often a worker should ``renew`` what it holds; None: never."""
         return None
@@ -379,9 +386,20 @@ class Transport(ABC):
         *,
         delivery_count: int = 1,
         transport_message_id: str | None = None,
+        generation: int | None = None,
     ) -> Received:
-        """A Received from raw bytes, decoded or carrying why it could not be."""
-        received = Received(self, handle, queue, delivery_count, self.generation)
+        """A Received from raw bytes, decoded or carrying why it could not be.
+
+        ``generation`` is the connection the delivery arrived on (default:
+        the current one); a transport with its own I/O thread knows better.
+        """
+        received = Received(
+            self,
+            handle,
+            queue,
+            delivery_count,
+            self.generation if generation is None else generation,
+        )
         try:
             envelope = self.serializer.decode(body, headers)
         except (MessageDecodingFailed, ValidationFailed) as error:

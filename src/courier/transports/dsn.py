@@ -41,7 +41,7 @@ def _is_secret_option(name: str) -> bool:
 class Dsn:
     """A parsed DSN whose password is kept out of every rendering."""
 
-    __slots__ = ("_password", "host", "options", "path", "port", "scheme", "username")
+    __slots__ = ("_password", "_raw_path", "host", "options", "path", "port", "scheme", "username")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Dsn:
         port: int | None = None,
         path: str = "",
         options: dict[str, str] | None = None,
+        raw_path: str | None = None,
     ) -> None:
         self.scheme = scheme
         self.username = username
@@ -60,6 +61,8 @@ class Dsn:
         self.host = host
         self.port = port
         self.path = path
+        # The path as written (``/%2f`` for AMQP's default vhost), for rendering.
+        self._raw_path = raw_path
         self.options: dict[str, str] = dict(options or {})
 
     @classmethod
@@ -89,6 +92,7 @@ class Dsn:
             port=port,
             path=unquote(parts.path),
             options=options,
+            raw_path=parts.path,
         )
 
     @property
@@ -122,7 +126,7 @@ class Dsn:
             host = f"[{host}]"
         if self.port is not None:
             host += f":{self.port}"
-        path = quote(self.path, safe="/:")
+        path = self._raw_path if self._raw_path is not None else quote(self.path, safe="/:")
         query = "&".join(
             f"{quote(key, safe='')}="
             + (MASK if _is_secret_option(key) and not reveal and value else quote(value, safe=""))
@@ -161,6 +165,7 @@ class Dsn:
             port=self.port,
             path=self.path,
             options={**self.options, **options},
+            raw_path=self._raw_path,
         )
 
     def __str__(self) -> str:

@@ -80,6 +80,7 @@ class AmqpTransport(Transport):
         self.topology = Topology(options)
         connection_name = options.connection_name or default_connection_name(name)
         self._params = parameters(self.dsn, options, connection_name)
+        self._named = options.connection_name is not None
         self._auto = options.auto_setup
         self._timeout = options.connect_timeout
         self._session: Session | None = None
@@ -92,6 +93,11 @@ class AmqpTransport(Transport):
         return cls(dsn, name=name, serializer=serializer)
 
     # -- the connection --------------------------------------------------------
+
+    def identify(self, worker_id: str) -> None:
+        """Name the connection after the worker, unless the DSN names it."""
+        if not self._named and self._session is None:
+            self._params = parameters(self.dsn, self.options, f"courier {self.name} {worker_id}")
 
     def _live(self) -> Session:
         """The current session, or a new one (a new generation) if it was lost."""
@@ -256,9 +262,9 @@ class AmqpTransport(Transport):
         result = []
         for queue, tag, properties, body in taken:
             headers, count = incoming_headers(properties)
-            received = decoded(body, headers, tag, queue, delivery_count=count)
-            received.generation = generation
-            result.append(received)
+            result.append(
+                decoded(body, headers, tag, queue, delivery_count=count, generation=generation)
+            )
         return result
 
     def ack(self, received: Received) -> None:
