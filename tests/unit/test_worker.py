@@ -200,6 +200,7 @@ def test_memory_limit_above_the_process_size_lets_it_run(
 
 
 def test_transports_learn_the_worker_id_before_receiving(bus: Bus) -> None:
+    handle_all(bus)
     seen: list[tuple[str, str]] = []
     transport = bus.transport("jobs")
     transport.identify = lambda worker_id: seen.append((worker_id, "identify"))  # type: ignore[method-assign]
