@@ -297,16 +297,31 @@ class Bus:
         batches: dict[tuple[str, str | None], list[Envelope]] = {}
         events: list[tuple[Envelope, Route]] = []
 
-        def collect(envelope: Envelope) -> Envelope:
-            message_type = type(envelope.message)
+        # Per class: None (handle in process), a Route (event), or the batch key.
+        plans: dict[type[Message], tuple[str, str | None] | Route | None] = {}
+
+        def plan(message_type: type[Message]) -> tuple[str, str | None] | Route | None:
             route = self.router.route_for(message_type)
             if route is None or self.transport(route.transport).capabilities.in_process:
-                return self._send(envelope)
+                return None
             if issubclass(message_type, Event):
-                events.append((envelope, route))
+                return route
+            return (route.transport, route.queue)
+
+        def collect(envelope: Envelope) -> Envelope:
+            message_type = type(envelope.message)
+            try:
+                target = plans[message_type]
+            except KeyError:
+                target = plans[message_type] = plan(message_type)
+            if target is None:
+                return self._send(envelope)
+            if isinstance(target, Route):
+                events.append((envelope, target))
             else:
-                self._check_capabilities(envelope, self.transport(route.transport))
-                batches.setdefault((route.transport, route.queue), []).append(envelope)
+                if envelope.delay or envelope.priority:
+                    self._check_capabilities(envelope, self.transport(target[0]))
+                batches.setdefault(target, []).append(envelope)
             return envelope
 
         stack = compose(self.dispatch_middleware(), collect)
