@@ -89,7 +89,9 @@ class Bus:
         self.max_deliveries = max_deliveries
         self.ack_policy = ack_policy
         self.validate = validate
-        self.dead_letters = DeadLetters(self.transport, failure_transport, invalid_transport)
+        self.dead_letters = DeadLetters(
+            self.transport, failure_transport, invalid_transport, max_body=self.serializer.max_body
+        )
         self._middleware: list[Middleware] = list(middleware)
         self._transports: dict[str, Transport] = {}
         self._dsns: dict[str, Dsn] = {}

@@ -42,6 +42,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from courier.bus import Bus
@@ -255,6 +256,9 @@ def load_settings(
     where = f"{_shown(file)}: " if file is not None else ""
     try:
         settings = CourierSettings(**data)
+    except SettingsError as error:
+        # Malformed JSON in a COURIER_* variable; the message names the field only.
+        raise ConfigurationError(f"COURIER_* environment: {error}") from None
     except ValidationError as error:
         detail = error.errors(include_input=False, include_url=False)[0]
         key = ".".join(str(part) for part in detail["loc"]) or "<root>"

@@ -13,16 +13,18 @@ the message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import ClassVar
 
 from pydantic import ConfigDict
 
 from courier.envelope import Envelope, ErrorDetails, new_message_id
-from courier.errors import MessageDecodingFailed
+from courier.errors import MessageDecodingFailed, MessageTooLarge
 from courier.message import Message
-from courier.serializer import INVALID_MESSAGE_TYPE, Headers
+from courier.serializer import DEFAULT_MAX_BODY, INVALID_MESSAGE_TYPE, Headers
 from courier.transports.base import Outcome, Received, Transport
 
 __all__ = ["DeadLetters", "InvalidMessage"]
@@ -56,10 +58,15 @@ class DeadLetters:
         transport: Callable[[str], Transport],
         failure_transport: str | None = None,
         invalid_transport: str | None = None,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._transport = transport
         self.failure_transport = failure_transport
         self.invalid_transport = invalid_transport or failure_transport
+        #: Undecodable bodies are kept up to this size (the decoder's limit), so
+        #: the record can always be read back by ``courier failed``.
+        self.max_body = max_body
 
     def failed(self, received: Received, envelope: Envelope, error: BaseException) -> Outcome:
         """``envelope`` failed for good: keep it with the error, then let it go."""
@@ -75,16 +82,9 @@ class DeadLetters:
                 source.name,
             )
             return Outcome.REJECTED
-        store = self._transport(self.failure_transport)
-        store.send(envelope.with_(error=details, delay=0.0, received=None))
-        logger.error(
-            "%s failed for good (%s: %s); kept in %r",
-            envelope,
-            details.short_class,
-            details.message,
-            store.name,
-        )
-        return Outcome.DEAD_LETTERED
+        kept = envelope.with_(error=details, delay=0.0, received=None)
+        what = f"{envelope} failed for good ({details.short_class}: {details.message})"
+        return self._keep(self.failure_transport, kept, received, details.message, what)
 
     def invalid(self, received: Received) -> Outcome:
         """``received`` never became a message: keep its bytes and the reason."""
@@ -99,22 +99,55 @@ class DeadLetters:
                 reason,
             )
             return Outcome.REJECTED
+        raw = received.raw or b""
+        if len(raw) > self.max_body:
+            digest = hashlib.sha256(raw).hexdigest()
+            reason += f" (kept the first {self.max_body} of {len(raw)} bytes; sha256 {digest})"
+            raw = raw[: self.max_body]
         raw_headers = dict(received.raw_headers or {})
         message = InvalidMessage(
-            body=received.raw or b"",
+            body=raw,
             headers=raw_headers,
             reason=reason,
             transport=source.name,
             queue=received.queue,
         )
-        details = ErrorDetails.from_exception(error, transport=source.name, queue=received.queue)
+        details = replace(
+            ErrorDetails.from_exception(error, transport=source.name, queue=received.queue),
+            message=reason,
+        )
         original_id = raw_headers.get(Headers.ID, "")
         envelope = Envelope(
             message,
             id=original_id if 0 < len(original_id) <= 64 else new_message_id(),
             error=details,
         )
-        store = self._transport(self.invalid_transport)
-        store.send(envelope)
-        logger.error("undecodable message on %r (%s); kept in %r", source.name, reason, store.name)
+        what = f"undecodable message on {source.name!r} ({reason})"
+        return self._keep(self.invalid_transport, envelope, received, reason, what)
+
+    def _keep(
+        self, name: str, envelope: Envelope, received: Received, reason: str, what: str
+    ) -> Outcome:
+        """Write ``envelope`` to the store ``name``; only then may the original go.
+
+        A store that refuses the record as too large cannot be fixed by
+        trying again: the broker's own dead letters take the original
+        instead, so the worker neither crashes nor loops. Any other store
+        failure (a TransportError) propagates and nothing is acknowledged.
+        """
+        store = self._transport(name)
+        source = received.transport
+        try:
+            store.send(envelope)
+        except MessageTooLarge as error:
+            source.reject(received, reason)
+            logger.error(
+                "%s; too large for %r (%s), so rejected to %r's own dead letters",
+                what,
+                store.name,
+                error,
+                source.name,
+            )
+            return Outcome.REJECTED
+        logger.error("%s; kept in %r", what, store.name)
         return Outcome.DEAD_LETTERED

@@ -43,7 +43,7 @@ from courier.events import (
     WorkerStarted,
     WorkerStopped,
 )
-from courier.transports.base import Outcome, Received, Transport
+from courier.transports.base import NEEDS_ACK, Outcome, Received, Transport
 
 if TYPE_CHECKING:
     from courier.bus import Bus
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerLogFilter", "WorkerOptions"]
 
 logger = logging.getLogger("courier.worker")
-
-_NEEDS_ACK = frozenset({Outcome.ACK, Outcome.DEAD_LETTERED})
 
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT") if hasattr(signal, name)
@@ -131,7 +129,11 @@ def _rss_mib() -> float:
 class _Source:
     transport: Transport
     queues: list[str]
+    #: Handled messages whose acknowledgement is batched, not sent yet.
     pending: list[Received] = field(default_factory=list)
+    #: Broker errors in a row, and when to try this transport again.
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 class Worker:
@@ -160,6 +162,9 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}.{os.getpid()}"
         for source in self._sources:
             source.transport.identify(self.worker_id)
+            if self.options.limit is not None:
+                # Never let the broker send ahead more than the limit leaves.
+                source.transport.limit_prefetch(self.options.limit)
         self.instance_id = os.urandom(4).hex()
         self.listeners: list[WorkerListener] = list(listeners)
         for layer in bus.consume_middleware():
@@ -212,25 +217,24 @@ class Worker:
             "worker started, consuming %s",
             "; ".join(f"{s.transport.name}: {', '.join(s.queues)}" for s in self._sources),
         )
-        next_check = 0.0
+        self._started = started
+        self._next_memory_check = 0.0
         try:
             while self.stop_reason is None:
                 batch = self._receive_round()
                 if batch is None:
-                    continue
-                if not batch:
-                    if self.options.stop_when_empty:
-                        self.stop(StopReason.EMPTY)
-                else:
+                    self._wait_for_a_transport()
+                elif batch:
                     self._process_batch(batch)
-                now = time.monotonic()
-                if self.options.time_limit is not None and now - started >= self.options.time_limit:
-                    self.stop(StopReason.TIME_LIMIT)
-                if now >= next_check:
-                    # Reading /proc costs more than a message: four times a second.
-                    self._check_memory()
-                    next_check = now + 0.25
+                elif self.options.stop_when_empty:
+                    self.stop(StopReason.EMPTY)
+                self._check_limits()
         finally:
+            for source in self._sources:
+                try:
+                    source.transport.stop_receiving()
+                except TransportError as error:
+                    logger.warning("could not stop %r receiving: %s", source.transport.name, error)
             self._flush_all()
             self._done.set()
             if keepalive is not None:
@@ -255,22 +259,36 @@ class Worker:
         return max(wanted, 1)
 
     def _receive_round(self) -> list[Received] | None:
-        """Messages from the most urgent transport that has some; None after an error."""
+        """Messages from the most urgent transport that has some.
+
+        A transport that failed is skipped until its backoff ends, so one
+        broker going away does not stop the others. Returns [] when every
+        transport answered and none had anything, None when some could not
+        be asked (so "empty" is never concluded from a broker that could not
+        answer).
+        """
         wanted = self._wanted()
-        single = len(self._sources) == 1
+        now = time.monotonic()
+        block = len(self._sources) == 1
+        asked = 0
         for source in self._sources:
-            timeout = min(self.options.sleep, 1.0) if single else 0.0
+            if source.retry_at > now:
+                continue
+            timeout = min(self.options.sleep, 1.0) if block else 0.0
             if timeout:
                 self._flush_all()
             try:
                 batch = source.transport.receive(source.queues, max=wanted, timeout=timeout)
             except TransportError as error:
-                self._transport_failed(source.transport, error)
-                return None
-            self._reconnects = 0
+                self._backoff(source, error)
+                continue
+            asked += 1
+            source.failures = 0
             if batch:
                 return batch
-        if not single:
+        if asked < len(self._sources):
+            return None
+        if not block:
             self._flush_all()
             if self.stop_reason is None and not self.options.stop_when_empty:
                 self._wake.wait(self.options.sleep)
@@ -282,14 +300,20 @@ class Worker:
         if track:
             with self._held_lock:
                 self._held.update(batch)
-        for index, received in enumerate(batch):
-            if self.stop_reason is not None:
-                self._release(batch[index:])
-                return
-            self._process(received)
-            if track and received.outcome not in _NEEDS_ACK:
-                with self._held_lock:
-                    self._held.discard(received)
+        done = 0
+        try:
+            for received in batch:
+                self._check_limits()
+                if self.stop_reason is not None:
+                    break
+                self._process(received)
+                done += 1
+                if track and received.outcome not in NEEDS_ACK:
+                    with self._held_lock:
+                        self._held.discard(received)
+        finally:
+            # Stopping, or something unexpected escaped: what is left goes back now.
+            self._release(batch[done:])
 
     def _process(self, received: Received) -> None:
         listeners = self.listeners
@@ -299,14 +323,18 @@ class Worker:
         try:
             outcome = self.bus.consume(received)
         except TransportError as error:
-            # Settling failed: nothing is acknowledged and the broker keeps it.
-            self._transport_failed(received.transport, error)
-            with self._held_lock:
-                self._held.discard(received)
+            # Settling failed (a retry or dead-letter write did not go
+            # through): nothing was acknowledged. Give the message back now;
+            # a broker that holds it on a live connection would not
+            # redeliver it otherwise, and its slot would stay taken.
+            self._release([received])
+            self._backoff(self._source_of[id(received.transport)], error)
             return
         self.handled += 1
-        if outcome in _NEEDS_ACK:
+        if outcome in NEEDS_ACK:
             self._ack_later(received)
+        elif self._pending_count and self._flush_due():
+            self._flush_all()
         failure = received.failure
         if failure is None:
             if listeners:
@@ -332,6 +360,19 @@ class Worker:
         elif limits.failure_limit is not None and self.failed >= limits.failure_limit:
             self.stop(StopReason.FAILURE_LIMIT)
 
+    def _check_limits(self) -> None:
+        """Time and memory limits, checked before every message, not only between batches."""
+        now = time.monotonic()
+        limit = self.options.time_limit
+        if limit is not None and now - self._started >= limit:
+            self.stop(StopReason.TIME_LIMIT)
+        if now >= self._next_memory_check:
+            # Reading /proc costs more than a message: four times a second.
+            self._next_memory_check = now + 0.25
+            self._check_memory()
+        if self._pending_count and self._flush_due(now):
+            self._flush_all()
+
     def _check_memory(self) -> None:
         limit = self.options.memory_limit
         if limit is not None and _rss_mib() >= limit:
@@ -344,16 +385,17 @@ class Worker:
         if source is None:  # pragma: no cover - a Received comes from a consumed transport
             received.transport.ack(received)
             return
-        now = time.monotonic()
         if not self._pending_count:
-            self._oldest_pending = now
+            self._oldest_pending = time.monotonic()
         source.pending.append(received)
         self._pending_count += 1
-        if (
-            self._pending_count >= self.options.ack_batch
-            or now - self._oldest_pending >= self.options.ack_interval
-        ):
+        if self._pending_count >= self.options.ack_batch or self._flush_due():
             self._flush_all()
+
+    def _flush_due(self, now: float | None = None) -> bool:
+        """Whether the oldest pending acknowledgement has waited ``ack_interval``."""
+        waited = (now if now is not None else time.monotonic()) - self._oldest_pending
+        return waited >= self.options.ack_interval
 
     def _flush_all(self) -> None:
         if not self._pending_count:
@@ -368,7 +410,7 @@ class Worker:
                 # Kept for the next flush: the handle outlives the connection
                 # where the broker keeps it; where it does not, the transport
                 # drops acknowledgements from an older connection itself.
-                self._transport_failed(source.transport, error)
+                self._backoff(source, error)
                 continue
             source.pending = []
             self._pending_count -= len(batch)
@@ -388,31 +430,41 @@ class Worker:
 
     # -- failures of the broker ----------------------------------------------
 
-    _reconnects = 0
-
-    def _transport_failed(self, transport: Transport, error: TransportError) -> None:
-        self._reconnects += 1
+    def _backoff(self, source: _Source, error: TransportError) -> None:
+        """Rest ``source`` with exponential backoff and jitter; the others carry on."""
+        source.failures += 1
         options = self.options
         wait = min(
-            options.reconnect_max_delay, options.reconnect_delay * 2 ** (self._reconnects - 1)
+            options.reconnect_max_delay, options.reconnect_delay * 2 ** min(source.failures - 1, 30)
         )
         wait *= random.uniform(0.5, 1.5)
+        source.retry_at = time.monotonic() + wait
         logger.warning(
-            "transport %r failed (%s: %s); reconnecting in %.1fs (attempt %d)",
-            transport.name,
+            "transport %r failed (%s: %s); trying again in %.1fs (attempt %d)",
+            source.transport.name,
             type(error).__name__,
             error,
             wait,
-            self._reconnects,
+            source.failures,
         )
         self._emit(
             TransportFailed,
-            transport=transport.name,
+            transport=source.transport.name,
             error=error,
-            attempt=self._reconnects,
+            attempt=source.failures,
             retry_in=wait,
         )
-        if self.stop_reason is None:
+
+    def _wait_for_a_transport(self) -> None:
+        """Some transport is backing off: wait for it, or a while if others answer."""
+        self._flush_all()
+        now = time.monotonic()
+        resting = [source.retry_at for source in self._sources if source.retry_at > now]
+        wait = (min(resting) - now) if resting else 0.0
+        if len(resting) < len(self._sources):
+            # The healthy ones were empty just now: look again after ``sleep``.
+            wait = min(wait, max(self.options.sleep, 0.05))
+        if wait > 0 and self.stop_reason is None:
             self._wake.wait(wait)
             self._wake.clear()
 

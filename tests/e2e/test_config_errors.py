@@ -193,3 +193,15 @@ def test_the_environment_overrides_the_file(project: Path, monkeypatch: pytest.M
     code, err = run(project, GOOD, "email", "--stop-when-empty")
     assert code == 2
     assert err.startswith("error: transports.email: unknown option 'bogus'")
+
+
+def test_malformed_json_in_the_environment_is_one_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURIER_TRANSPORTS", "{not json")
+    code, err = run(project, GOOD, "email", "--stop-when-empty")
+    assert code == 2
+    assert err == (
+        'error: COURIER_* environment: error parsing value for field "transports" '
+        'from source "EnvSettingsSource"'
+    )

@@ -217,3 +217,21 @@ def test_a_bus_keeps_the_dsn_masked(make_bus: Callable[..., Bus]) -> None:
     assert "abc123" not in str(dsn)
     assert "abc123" not in repr(bus)
     assert "abc123" not in repr(bus.transport("jobs"))
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("amqp://user:4242/zq9x@host/%2f", "zq9x"),
+        ("amqp://user:12?zq9x@host/%2f", "zq9x"),
+        ("amqp://user:zq7#zq9x@host/%2f", "zq9x"),
+    ],
+    ids=["slash", "question-mark", "hash"],
+)
+def test_an_unencoded_password_is_refused_without_being_shown(text: str, shown: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Dsn.parse(text)
+    message = str(raised.value)
+    assert "URL-encode" in message
+    assert shown not in message
+    assert "zq7" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 import pytest
@@ -291,6 +292,38 @@ def test_recoverable_errors_retry_past_the_budget(
     bus.dispatch(SendEmail(to="a"))
     run_worker(bus, ["jobs"])
     assert runs == [1, 2, 3, 4, 5, 6]
+
+
+def test_endless_retries_never_overflow_the_delay() -> None:
+    strategy = RetryStrategy(delay=1.0, multiplier=2.0, max_delay=3600.0)
+    assert strategy.base_delay(2000) == 3600.0
+    assert RetryStrategy(delay=1.0).base_delay(5000) == 2.0**64
+
+
+def test_a_retry_waits_no_longer_than_the_transport_can_delay(
+    make_bus: Callable[..., Bus],
+    add_memory: Callable[..., MemoryTransport],
+    run_worker: Callable[..., Worker],
+) -> None:
+    # Within its budget the strategy fits the transport (the startup check
+    # says so); RecoverableError retries past the budget, where it would not.
+    strategy = RetryStrategy(max_retries=1, delay=0.0005, multiplier=100.0, jitter=0.0)
+    bus = make_bus(retry=strategy)
+    jobs = add_memory(bus, "jobs", cls=DelayRecorder)
+    jobs.capabilities = replace(jobs.capabilities, max_delay=0.001)
+    bus.route(SendEmail, "jobs")
+    runs: list[int] = []
+
+    def send(message: SendEmail, envelope: Envelope) -> None:
+        runs.append(envelope.attempt)
+        if envelope.attempt < 3:
+            raise RecoverableError("come back")
+
+    bus.add_handler(send, SendEmail)
+    bus.dispatch(SendEmail(to="a"))
+    run_worker(bus, ["jobs"])
+    assert runs == [1, 2, 3]
+    assert jobs.delays == [0.0005, 0.001]
 
 
 def test_strategies_per_transport_and_per_message_type(

@@ -412,6 +412,57 @@ def test_a_broker_error_on_receive_is_waited_out(
     assert all(f.transport == "jobs" and f.retry_in < 0.01 for f in failures)
 
 
+def test_a_transport_that_is_down_does_not_stop_the_others(
+    bus: Bus, add_memory: Callable[..., MemoryTransport], run_worker: Callable[..., Worker]
+) -> None:
+    handled = handle_all(bus)
+    down = add_memory(bus, "down", cls=Spy)
+    assert isinstance(down, Spy)
+    down.fail_receives = 10**6
+    dispatch(bus, 3)
+    events: list[WorkerEvent] = []
+    worker = run_worker(bus, ["down", "jobs"], listeners=[events.append], limit=3)
+    assert handled == [0, 1, 2]
+    assert worker.stop_reason is StopReason.LIMIT
+    failures = [e for e in events if isinstance(e, TransportFailed)]
+    assert failures
+    assert {f.transport for f in failures} == {"down"}
+    # The backoff grows for the failing transport, whatever the others do.
+    assert [f.attempt for f in failures] == list(range(1, len(failures) + 1))
+
+
+def test_stop_when_empty_is_not_concluded_from_a_transport_that_is_down(
+    bus: Bus, add_memory: Callable[..., MemoryTransport], make_worker: Callable[..., Worker]
+) -> None:
+    handle_all(bus)
+    down = add_memory(bus, "down", cls=Spy)
+    assert isinstance(down, Spy)
+    down.fail_receives = 3
+    dispatch(bus, 1)
+    worker = make_worker(bus, ["down", "jobs"])
+    assert worker.run() is StopReason.EMPTY
+    assert down.fail_receives == 0, "it waited for the broken transport to answer"
+
+
+def test_the_time_limit_stops_in_the_middle_of_a_batch(
+    bus: Bus, run_worker: Callable[..., Worker]
+) -> None:
+    handled: list[int] = []
+
+    def slow(job: Job) -> None:
+        handled.append(job.n)
+        time.sleep(0.03)
+
+    bus.add_handler(slow, Job)
+    dispatch(bus, 10)
+    worker = run_worker(bus, ["jobs"], prefetch=10, stop_when_empty=False, time_limit=0.1)
+    assert worker.stop_reason is StopReason.TIME_LIMIT
+    assert 2 <= len(handled) <= 5
+    # What was prefetched and not started went back at once.
+    [stats] = spy(bus).stats()
+    assert (stats.ready, stats.in_flight) == (10 - len(handled), 0)
+
+
 def test_the_first_transport_listed_is_drained_first(
     bus: Bus, add_memory: Callable[..., MemoryTransport], run_worker: Callable[..., Worker]
 ) -> None:

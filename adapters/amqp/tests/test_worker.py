@@ -151,3 +151,30 @@ def test_a_worker_killed_while_holding_messages_loses_none(janitor: Any, tmp_pat
     # Only what the killed worker held came twice: its prefetch and unflushed acks.
     assert sum(count - 1 for count in handled.values()) <= 50 + 50
     assert janitor.count(queue) == 0
+
+
+def test_a_limited_worker_takes_no_more_than_its_limit_from_the_broker(janitor: Any) -> None:
+    queue = janitor.name()
+    bus = Bus(transports={"work": janitor.dsn(queue)})
+    bus.route(Job, "work")
+    transport = bus.transport("work")
+    janitor.transports.append(transport)
+    handled: list[int] = []
+    bus.add_handler(lambda job: handled.append(job.n), Job)
+    bus.setup()  # connected before the worker starts, as `courier consume` does
+    bus.dispatch_many([Job(n=n) for n in range(30)])
+
+    worker = Worker(bus, ["work"], options=WorkerOptions(limit=2, sleep=0.2))
+    worker.run()
+    assert handled == [0, 1]
+    bus.close()  # the worker process ends: what RabbitMQ sent ahead goes back
+
+    # Nothing beyond the limit was sent ahead and taken back: every other
+    # message is on its first delivery.
+    fresh = janitor.transport(queue)
+    rest: list[Any] = []
+    while len(rest) < 28 and (got := fresh.receive(max=28, timeout=2.0)):
+        fresh.ack_many(got)
+        rest += got
+    assert len(rest) == 28
+    assert {received.delivery_count for received in rest} == {1}

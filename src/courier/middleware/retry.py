@@ -18,8 +18,11 @@ jitter (0.1)
 
 A :class:`RetryPolicy` picks a strategy per message type, then per
 transport, then falls back to its default. :class:`RecoverableError`
-always retries, whatever ``max_retries`` says; :class:`UnrecoverableError`
-(and validation or missing-handler errors) never does.
+always retries, whatever ``max_retries`` says (as in Symfony Messenger): a
+handler raising it forever retries forever, each wait capped by
+``max_delay`` and by the longest delay the transport can keep, so set
+``max_delay`` where that can happen. :class:`UnrecoverableError` (and
+validation or missing-handler errors) never retries.
 
 This middleware alone raises ``envelope.attempt``; it hands the new
 envelope to ``transport.retry``, which brings it back after the delay on
@@ -78,7 +81,8 @@ class RetryStrategy:
 
     def base_delay(self, attempt: int) -> float:
         """The wait after ``attempt`` failed, before jitter."""
-        wait = self.delay * self.multiplier ** (attempt - 1)
+        # The exponent is bounded so endless RecoverableError retries never overflow.
+        wait = self.delay * self.multiplier ** min(attempt - 1, 64)
         if self.max_delay is not None:
             wait = min(wait, self.max_delay)
         return wait
@@ -148,6 +152,9 @@ class RetryMiddleware:
             if not should_retry(error, envelope.attempt, strategy):
                 raise
             delay = strategy.delay_for(envelope.attempt)
+            longest = transport.capabilities.max_delay
+            if longest is not None and delay > longest:
+                delay = longest
             details = ErrorDetails.from_exception(
                 error, transport=transport.name, queue=received.queue
             )

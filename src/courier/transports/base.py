@@ -37,6 +37,7 @@ from courier.errors import (
 from courier.serializer import Serializer
 
 __all__ = [
+    "NEEDS_ACK",
     "Capabilities",
     "Listable",
     "Outcome",
@@ -122,7 +123,11 @@ class Outcome(enum.Enum):
 
     @property
     def needs_ack(self) -> bool:
-        return self is Outcome.ACK or self is Outcome.DEAD_LETTERED
+        return self in NEEDS_ACK
+
+
+#: The outcomes that still need an acknowledgement (the worker batches them).
+NEEDS_ACK = frozenset({Outcome.ACK, Outcome.DEAD_LETTERED})
 
 
 class Received:
@@ -336,6 +341,23 @@ class Transport(ABC):
 
         Where a broker displays client names (RabbitMQ's management UI), an
         operator can then tell which worker holds which connection.
+        """
+
+    def stop_receiving(self) -> None:
+        """Stop the broker sending messages ahead; the worker is about to stop.
+
+        Called before the worker's last acknowledgements, so a broker that
+        pushes messages (AMQP) does not send more that closing would then
+        hand back with a raised delivery count. A later ``receive`` starts
+        again.
+        """
+
+    def limit_prefetch(self, most: int) -> None:
+        """Never hold more than ``most`` undelivered messages ahead of the worker.
+
+        The worker calls it with its ``--limit``, so a broker that pushes
+        messages ahead (AMQP's prefetch) does not hand out, and then take
+        back with a raised delivery count, more than the worker will handle.
         """
 
     def keepalive_interval(self) -> float | None:

@@ -78,7 +78,22 @@ class Dsn:
             port = parts.port
         except ValueError as error:
             reason = "port" if "port" in str(error).lower() else "syntax"
-            raise ConfigurationError(f"the {scheme}:// DSN has an invalid {reason}") from None
+            raise ConfigurationError(
+                f"the {scheme}:// DSN has an invalid {reason} (URL-encode '/', '?', '#' "
+                "and '@' in a password as %2F, %3F, %23, %40)"
+            ) from None
+        # A password with an unencoded '/', '?', '#' or '@' spills into the
+        # port, path, query or fragment, where it would be shown: refuse it
+        # without quoting any of it.
+        if parts.fragment or "#" in text:
+            raise ConfigurationError(
+                f"the {scheme}:// DSN has a '#': URL-encode it as %23 (in a password too)"
+            )
+        if parts.username is None and ("@" in parts.path or "@" in parts.query):
+            raise ConfigurationError(
+                f"the {scheme}:// DSN has an '@' after its host: URL-encode '@' as %40, and "
+                "'/', '?' or '#' in a password as %2F, %3F, %23"
+            )
         options: dict[str, str] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in options:

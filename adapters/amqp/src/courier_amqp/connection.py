@@ -106,6 +106,8 @@ class Session:
         self._waiters = 0
         self._buffers: dict[str, deque[tuple[int, Any, bytes]]] = {}
         self._consumed: set[str] = set()
+        #: Consumer tag per consumed queue (I/O thread only).
+        self._consumer_tags: dict[str, str] = {}
         # The rest is touched by the I/O thread only.
         self._consumer: Any = None
         self._unsettled: dict[int, str] = {}
@@ -192,6 +194,21 @@ class Session:
     def hand_over(self, batch: PublishBatch) -> None:
         """Publish a tracked batch; its confirms settle it."""
         self._submit(self._publisher.enqueue, batch)
+
+    def limit_prefetch(self, prefetch: int) -> None:
+        """Deliveries the broker may send ahead, for consumers started from now on."""
+        self._prefetch = prefetch
+
+    def stop_consuming(self, timeout: float) -> None:
+        """Cancel every consumer: RabbitMQ sends nothing more ahead.
+
+        What was already delivered stays buffered and unacknowledged until it
+        is settled or the connection closes; the next ``consume`` starts the
+        consumers again.
+        """
+        if self._consumed:
+            self._call(self._cancel_consumers, timeout)
+            self._consumed.clear()
 
     def consume(self, queues: Sequence[str], timeout: float) -> None:
         """Make sure each queue has a consumer on this session."""
@@ -350,12 +367,31 @@ class Session:
             if not waiting and not future.done():
                 future.set_result(None)
 
+        # The prefetch may have shrunk since the channel opened (a worker's
+        # --limit): a per-consumer basic.qos applies to consumers started after it.
+        self._consumer.basic_qos(prefetch_count=self._prefetch)
         for queue in queues:
             with self._cond:
                 self._buffers.setdefault(queue, deque())
-            self._consumer.basic_consume(
+            self._consumer_tags[queue] = self._consumer.basic_consume(
                 queue, partial(self._on_message, queue), callback=partial(started, queue)
             )
+
+    def _cancel_consumers(self, future: Future[None]) -> None:
+        tags = list(self._consumer_tags.values())
+        self._consumer_tags.clear()
+        waiting = set(tags)
+        if not waiting:
+            future.set_result(None)
+            return
+
+        def cancelled(tag: str, frame: Any) -> None:
+            waiting.discard(tag)
+            if not waiting and not future.done():
+                future.set_result(None)
+
+        for tag in tags:
+            self._consumer.basic_cancel(tag, callback=partial(cancelled, tag))
 
     def _on_message(
         self, queue: str, channel: Any, method: Any, properties: Any, body: bytes

@@ -81,6 +81,7 @@ class AmqpTransport(Transport):
         connection_name = options.connection_name or default_connection_name(name)
         self._params = parameters(self.dsn, options, connection_name)
         self._named = options.connection_name is not None
+        self._prefetch = options.prefetch
         self._auto = options.auto_setup
         self._timeout = options.connect_timeout
         self._session: Session | None = None
@@ -93,6 +94,24 @@ class AmqpTransport(Transport):
         return cls(dsn, name=name, serializer=serializer)
 
     # -- the connection --------------------------------------------------------
+
+    def stop_receiving(self) -> None:
+        """Cancel the consumers before the worker's last acknowledgements.
+
+        Otherwise those acknowledgements free the prefetch window, RabbitMQ
+        sends more ahead, and closing the connection hands it all back with
+        a raised delivery count.
+        """
+        session = self._session
+        if session is not None and session.lost is None:
+            session.stop_consuming(self._timeout)
+
+    def limit_prefetch(self, most: int) -> None:
+        """Let RabbitMQ send ahead no more than ``most`` (the worker's --limit)."""
+        self._prefetch = max(1, min(self.options.prefetch, most))
+        session = self._session
+        if session is not None:
+            session.limit_prefetch(self._prefetch)
 
     def identify(self, worker_id: str) -> None:
         """Name the connection after the worker, unless the DSN names it."""
@@ -120,7 +139,7 @@ class AmqpTransport(Transport):
             session = Session(
                 self._params,
                 generation=self._sessions,
-                prefetch=self.options.prefetch,
+                prefetch=self._prefetch,
                 confirm_window=self.options.confirm_window,
                 mask=self.dsn.mask,
                 name=self.name,
