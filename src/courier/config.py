@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from pydantic_settings import (
 from courier.bus import Bus
 from courier.errors import ConfigurationError
 from courier.middleware.retry import RetryPolicy, RetryStrategy
+from courier.topology import require_listable
 from courier.transports.dsn import Dsn
 
 __all__ = [
@@ -83,18 +85,7 @@ class StrategySettings(_Strict):
 
     def strategy(self, base: RetryStrategy | None = None) -> RetryStrategy:
         values = self.model_dump(exclude_none=True)
-        if base is None:
-            return RetryStrategy(**values)
-        return RetryStrategy(
-            **{
-                "max_retries": base.max_retries,
-                "delay": base.delay,
-                "multiplier": base.multiplier,
-                "max_delay": base.max_delay,
-                "jitter": base.jitter,
-                **values,
-            }
-        )
+        return RetryStrategy(**values) if base is None else replace(base, **values)
 
 
 class RetrySettings(StrategySettings):
@@ -310,11 +301,7 @@ def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
             continue
         if store not in bus.transports:
             raise ConfigurationError(f"{key}: unknown transport {store!r}")
-        if not bus.transport(store).capabilities.listable:
-            raise ConfigurationError(
-                f"{key}: transport {store!r} cannot list its messages, so `courier failed` "
-                "could not show them; use sqlite://, memory:// or redis://"
-            )
+        require_listable(bus.transport(store), f"{key}: transport {store!r}")
     bus.set_dead_letters(failure, invalid)
     for name in settings.retry.transports:
         if name not in bus.transports:

@@ -21,7 +21,16 @@ from courier.transports.base import Transport, subscription_queue
 if TYPE_CHECKING:
     from courier.bus import Bus
 
-__all__ = ["Topology"]
+__all__ = ["Topology", "require_listable"]
+
+
+def require_listable(transport: Transport, what: str) -> None:
+    """Refuse a dead-letter store that cannot list: ``courier failed`` could not show it."""
+    if not transport.capabilities.listable:
+        raise ConfigurationError(
+            f"{what} cannot list its messages, so `courier failed` could not show them; "
+            "use sqlite://, memory:// or redis://"
+        )
 
 
 class Topology:
@@ -126,12 +135,7 @@ class Topology:
         for name in (self.bus.failure_transport, self.bus.invalid_transport):
             if name is None:
                 continue
-            store = self.bus.transport(name)
-            if not store.capabilities.listable:
-                raise ConfigurationError(
-                    f"failure transport {name!r} cannot list its messages, so `courier failed` "
-                    "could not show them; use sqlite://, memory:// or redis://"
-                )
+            require_listable(self.bus.transport(name), f"failure transport {name!r}")
         for name in transports:
             transport = self.bus.transport(name)
             if transport.capabilities.in_process:
