@@ -85,7 +85,7 @@ def test_the_error_tree() -> None:
 
 
 def test_version() -> None:
-    assert courier.__version__ == importlib.metadata.version("courier")
+    assert courier.__version__ == importlib.metadata.version("courier-bus")
 
 
 def test_the_package_is_typed() -> None:

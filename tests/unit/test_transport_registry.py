@@ -43,12 +43,12 @@ def test_embedded_transports_open(serializer: JsonSerializer) -> None:
 @pytest.mark.parametrize(
     ("dsn", "package", "extra"),
     [
-        ("amqp://guest:SeCrEt@localhost:5672/%2f", "courier-amqp", "amqp"),
-        ("amqps://guest:SeCrEt@localhost:5671/", "courier-amqp", "amqp"),
-        ("redis://:SeCrEt@localhost:6379/0", "courier-redis", "redis"),
-        ("sqs://key:SeCrEt@sqs.eu-west-1.amazonaws.com/123/email", "courier-sqs", "sqs"),
-        ("stomp://admin:SeCrEt@localhost:61613", "courier-stomp", "stomp"),
-        ("beanstalk://localhost:11300?tube=email", "courier-beanstalk", "beanstalk"),
+        ("amqp://guest:SeCrEt@localhost:5672/%2f", "courier-bus-amqp", "amqp"),
+        ("amqps://guest:SeCrEt@localhost:5671/", "courier-bus-amqp", "amqp"),
+        ("redis://:SeCrEt@localhost:6379/0", "courier-bus-redis", "redis"),
+        ("sqs://key:SeCrEt@sqs.eu-west-1.amazonaws.com/123/email", "courier-bus-sqs", "sqs"),
+        ("stomp://admin:SeCrEt@localhost:61613", "courier-bus-stomp", "stomp"),
+        ("beanstalk://localhost:11300?tube=email", "courier-bus-beanstalk", "beanstalk"),
     ],
 )
 @pytest.mark.usefixtures("no_installed_adapters")
@@ -59,7 +59,7 @@ def test_missing_adapter_names_the_package(
         open_transport(dsn, name="jobs", serializer=serializer)
     text = str(caught.value)
     assert package in text
-    assert f'pip install "courier[{extra}]"' in text
+    assert f'pip install "courier-bus[{extra}]"' in text
     assert "'jobs'" in text
     assert "SeCrEt" not in text
 
@@ -74,7 +74,7 @@ def test_unknown_scheme_lists_the_known_ones(serializer: JsonSerializer) -> None
 
 @pytest.mark.usefixtures("no_installed_adapters")
 def test_bus_reports_the_missing_adapter(make_bus: Callable[..., Bus]) -> None:
-    with pytest.raises(ConfigurationError, match="courier-redis"):
+    with pytest.raises(ConfigurationError, match="courier-bus-redis"):
         make_bus(transports={"cache": "redis://localhost:6379/0"})
 
 

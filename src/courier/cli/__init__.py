@@ -48,7 +48,7 @@ class CourierGroup(click.Group):
 )
 @click.option("--app", "app", help="The app's bus, as 'module:attribute' (overrides app=).")
 @click.option("-v", "--verbose", count=True, help="-v for INFO logs, -vv for DEBUG.")
-@click.version_option(package_name="courier")
+@click.version_option(package_name="courier-bus")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, app: str | None, verbose: int) -> None:
     """Hand work to background workers through any message broker."""

@@ -1,6 +1,6 @@
 """DSN scheme -> transport factory, from the entry-point group ``courier.transports``.
 
-Adapters are separate distributions (``courier-amqp``, ...) that register
+Adapters are separate distributions (``courier-bus-amqp``, ...) that register
 their factory under their scheme, so installing one is all it takes to use
 its DSNs. A factory is called as ``factory(dsn, name=..., serializer=...)``.
 """
@@ -22,16 +22,20 @@ __all__ = ["GROUP", "TransportFactory", "factories", "open_transport", "register
 
 GROUP = "courier.transports"
 
-#: Where the scheme's transport lives when it is not installed.
+#: The adapter (the extra of ``courier-bus``) a scheme needs when it is not installed.
 _ADAPTERS = {
-    "amqp": "courier-amqp",
-    "amqps": "courier-amqp",
-    "redis": "courier-redis",
-    "rediss": "courier-redis",
-    "sqs": "courier-sqs",
-    "stomp": "courier-stomp",
-    "stomp+ssl": "courier-stomp",
-    "beanstalk": "courier-beanstalk",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "redis": "redis",
+    "rediss": "redis",
+    "redis+unix": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
+    "sqs": "sqs",
+    "stomp": "stomp",
+    "stomp+ssl": "stomp",
+    "beanstalk": "beanstalk",
+    "beanstalkd": "beanstalk",
 }
 
 
@@ -94,11 +98,11 @@ def open_transport(dsn: str | Dsn, *, name: str, serializer: Serializer) -> Tran
     parsed = dsn if isinstance(dsn, Dsn) else Dsn.parse(dsn)
     factory = factories().get(parsed.scheme)
     if factory is None:
-        hint = _ADAPTERS.get(parsed.scheme)
-        if hint:
+        extra = _ADAPTERS.get(parsed.scheme)
+        if extra:
             raise ConfigurationError(
-                f"transport {name!r}: {parsed.scheme}:// needs the {hint} package "
-                f'(pip install "courier[{hint.removeprefix("courier-")}]")'
+                f"transport {name!r}: {parsed.scheme}:// needs the courier-bus-{extra} package "
+                f'(pip install "courier-bus[{extra}]")'
             )
         known = ", ".join(sorted(factories()))
         raise ConfigurationError(

@@ -1,6 +1,6 @@
 """AMQP 0-9-1 transport for courier (RabbitMQ), on pika.
 
-``pip install "courier[amqp]"`` installs it; ``amqp://`` and ``amqps://``
+``pip install "courier-bus[amqp]"`` installs it; ``amqp://`` and ``amqps://``
 DSNs then open an :class:`AmqpTransport`. See docs/transports/amqp.md.
 """
 

@@ -1,0 +1,1 @@
+"""beanstalk transport for courier; see docs/transports/beanstalk.md."""

@@ -1,0 +1,1 @@
+"""redis transport for courier; see docs/transports/redis.md."""

@@ -1,0 +1,1 @@
+"""sqs transport for courier; see docs/transports/sqs.md."""

@@ -1,0 +1,1 @@
+"""stomp transport for courier; see docs/transports/stomp.md."""
