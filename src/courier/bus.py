@@ -321,7 +321,7 @@ class Bus:
             if isinstance(target, Route):
                 events.append((envelope, target))
             else:
-                if envelope.delay or envelope.priority:
+                if envelope.delay or envelope.priority or envelope.ttr is not None:
                     self._check_capabilities(envelope, self.transport(target[0]))
                 batches.setdefault(target, []).append(envelope)
             return envelope
@@ -429,7 +429,7 @@ class Bus:
             check = self._check_capabilities
 
             def sender(envelope: Envelope) -> Envelope:
-                if envelope.delay or envelope.priority:
+                if envelope.delay or envelope.priority or envelope.ttr is not None:
                     check(envelope, transport)
                 return send(envelope, queue)
 
@@ -465,6 +465,11 @@ class Bus:
             raise ConfigurationError(
                 f"transport {transport.name!r} has no message priorities "
                 f"(dispatched {envelope.type} with priority={envelope.priority})"
+            )
+        if envelope.ttr is not None and not capabilities.ttr and not capabilities.in_process:
+            raise ConfigurationError(
+                f"transport {transport.name!r} has no per-message ttr; its DSN's lease= applies "
+                f"to every message (dispatched {envelope.type} with ttr={envelope.ttr:g})"
             )
 
     # -- handling --------------------------------------------------------------

@@ -59,6 +59,8 @@ class Headers:
     CORRELATION_ID = "courier-correlation-id"
     CAUSATION_ID = "courier-causation-id"
     ERROR = "courier-error"
+    #: How many times a failure store kept this envelope id (see Listable.keep).
+    KEPT = "courier-kept"
 
     KNOWN = frozenset(
         {
@@ -136,13 +138,19 @@ class JsonSerializer:
             headers.update(envelope.headers)
         return body, headers
 
+    def limit_for(self, message_type: str | None) -> int:
+        """The largest body decoded (and so sent) for ``message_type``.
+
+        courier's own record of refused bytes holds them base64-encoded, a
+        third larger: it gets room for a body up to half again over the
+        limit, so the record of an oversized body can still be read back.
+        """
+        if message_type == INVALID_MESSAGE_TYPE:
+            return 2 * self.max_body + 65_536
+        return self.max_body
+
     def decode(self, body: bytes, headers: Mapping[str, str]) -> Envelope:
-        limit = self.max_body
-        if headers.get(Headers.TYPE) == INVALID_MESSAGE_TYPE:
-            # courier's own record of refused bytes holds them base64-encoded,
-            # a third larger: room for a body up to half again over the limit,
-            # so the record of an oversized body can still be read back.
-            limit = 2 * limit + 65_536
+        limit = self.limit_for(headers.get(Headers.TYPE))
         if len(body) > limit:
             raise MessageDecodingFailed(
                 f"body of {len(body)} bytes exceeds the limit of {limit} bytes",

@@ -486,9 +486,8 @@ def test_claims_walk_an_index_in_serving_order(make: Callable[..., SqliteTranspo
     transport = make()
     transport.setup()
     with closing(sqlite3.connect(transport.path)) as connection:
-        claim = " ".join(
-            row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + CLAIM, (1, 2.0, "q", 10))
-        )
+        plan = connection.execute("EXPLAIN QUERY PLAN " + CLAIM, (1, 2.0, 30.0, "q", 10))
+        claim = " ".join(row[3] for row in plan)
         promote = " ".join(
             row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + PROMOTE, ("q", 1.0))
         )

@@ -79,14 +79,13 @@ def test_dispatch_returns_the_envelope_the_transport_got(
         SendEmail(to="a"),
         delay=timedelta(seconds=30),
         priority=7,
-        ttr=60,
         headers={"x-tenant": "acme"},
         id="my-id",
         correlation_id="c-1",
     )
     assert list(jobs.sent) == [envelope]
     assert envelope.id == "my-id"
-    assert (envelope.delay, envelope.priority, envelope.ttr) == (30.0, 7, 60.0)
+    assert (envelope.delay, envelope.priority, envelope.ttr) == (30.0, 7, None)
     assert dict(envelope.headers) == {"x-tenant": "acme"}
     assert envelope.correlation_id == "c-1"
     assert envelope.causation_id is None

@@ -66,11 +66,14 @@ class Janitor:
         return f"{self.tag}-{what}-{uuid.uuid4().hex[:6]}"
 
     def options(self, queue: str, **options: str) -> dict[str, str]:
+        fast = dict(FAST)
+        if "lease" in options:  # lease sets the heartbeat itself
+            del fast["heartbeat"]
         return {
             "queue": queue,
             "dead_letter_exchange": f"{self.tag}.dlx",
             "delay_prefix": f"{self.tag}.delay",
-            **FAST,
+            **fast,
             **options,
         }
 

@@ -33,13 +33,28 @@ from typing import Any, ClassVar
 
 import pytest
 
+from courier.bus import Bus
 from courier.dead_letters import DeadLetters
 from courier.envelope import Envelope, ErrorDetails
-from courier.errors import MessageDecodingFailed, MessageTooLarge, ValidationFailed
+from courier.errors import (
+    ConfigurationError,
+    MessageDecodingFailed,
+    MessageTooLarge,
+    ValidationFailed,
+)
 from courier.message import Event, Message
 from courier.registry import MessageRegistry
 from courier.serializer import JsonSerializer, Serializer
-from courier.transports.base import Outcome, Received, Transport, subscription_queue
+from courier.topology import require_listable
+from courier.transports.base import (
+    KEPT_HEADER,
+    Listable,
+    Outcome,
+    Received,
+    Transport,
+    Unacked,
+    subscription_queue,
+)
 from courier.transports.memory import MemoryTransport
 
 __all__ = ["ContractEvent", "ContractMessage", "TransportContract"]
@@ -76,6 +91,8 @@ class TransportContract(ABC):
     receive_timeout: ClassVar[float] = 5.0
     #: How long to watch that a settled message does not come back.
     redelivery_wait: ClassVar[float] = 0.3
+    #: The ``lease=`` the dead-holder and ttr cases set, in seconds.
+    lease: ClassVar[float] = 1.0
 
     # -- what a subclass provides ------------------------------------------
 
@@ -407,6 +424,71 @@ class TransportContract(ABC):
         transport.ack(received)
         self.assert_empty(transport)
 
+    def test_keep_is_idempotent_on_the_envelope_id(self, transport: Transport) -> None:
+        if not (transport.capabilities.listable and isinstance(transport, Listable)):
+            # Not a possible failure store: the startup check says so in one line.
+            with pytest.raises(ConfigurationError, match="cannot list"):
+                require_listable(transport, "failure transport 'contract'")
+            return
+        stored = self.envelope(4, error=ErrorDetails("app.Boom", "first", failed_at=1.0))
+        assert transport.keep(stored) == 1
+        again = stored.with_(error=ErrorDetails("app.Boom", "second", failed_at=2.0))
+        assert transport.keep(again) == 2
+        kept = [envelope for envelope in transport.list() if envelope.id == stored.id]
+        assert len(kept) == 1, "a second keep of one id must replace the record, not add one"
+        assert kept[0].error is not None
+        assert kept[0].error.message == "second"
+        assert kept[0].headers[KEPT_HEADER] == "2"
+        found = transport.find(stored.id)
+        assert found is not None
+        assert found.error == kept[0].error
+        assert transport.remove(stored.id) is True
+        assert transport.find(stored.id) is None
+        assert transport.keep(stored) == 1
+
+    def test_a_dead_holders_message_comes_back_after_the_lease(self, queue: str) -> None:
+        """``lease=`` in the DSN: how long a dead worker's message stays invisible."""
+        holder = self.make_transport(queue, contract_serializer(), lease=str(self.lease))
+        holder.setup()
+        holder.send(self.envelope(9))
+        taken = self.receive_one(holder)
+        assert taken.envelope is not None
+        started = time.monotonic()
+        holder.close()  # dies holding it: no ack, no release
+        other = self.make_transport(queue, contract_serializer(), lease=str(self.lease))
+        try:
+            again = self.receive_n(other, 1, timeout=self.lease + self.receive_timeout)
+            assert again, f"a dead holder's message did not come back within lease={self.lease}s"
+            assert again[0].envelope is not None
+            assert again[0].envelope.id == taken.envelope.id
+            if transport_keeps_leases(other):
+                assert time.monotonic() - started >= self.lease * 0.8, "came back before the lease"
+            other.ack(again[0])
+        finally:
+            other.close()
+
+    def test_ttr_is_the_messages_own_lease(self, queue: str) -> None:
+        """``bus.dispatch(msg, ttr=...)``: that message's lease, where the transport has it."""
+        transport = self.make_transport(queue, contract_serializer(), lease="60")
+        transport.setup()
+        try:
+            if not transport.capabilities.ttr:
+                bus = Bus(transports={"t": transport}, routing={ContractMessage: "t"})
+                with pytest.raises(ConfigurationError, match="ttr"):
+                    bus.dispatch(ContractMessage(n=1), ttr=self.lease)
+                return
+            transport.send(self.envelope(1, ttr=self.lease))
+            taken = self.receive_one(transport)
+            assert taken.envelope is not None
+            assert taken.envelope.ttr == self.lease
+            again = self.receive_n(transport, 1, timeout=self.lease + self.receive_timeout)
+            assert again, "the message's own ttr (not the 60 s lease) should have lapsed"
+            assert again[0].envelope is not None
+            assert again[0].envelope.id == taken.envelope.id
+            transport.ack(again[0])
+        finally:
+            transport.close()
+
     def test_a_thousand_messages_no_loss_no_duplicate(self, transport: Transport) -> None:
         batch = [self.envelope(n) for n in range(1000)]
         for start in range(0, 1000, 100):
@@ -423,3 +505,10 @@ class TransportContract(ABC):
         assert len(ids) == 1000
         assert set(ids) == {e.id for e in batch}
         self.assert_empty(transport)
+
+
+def transport_keeps_leases(transport: Transport) -> bool:
+    """Whether a dead holder's message waits for its lease (not given back at disconnect)."""
+    return transport.capabilities.lease and (
+        transport.capabilities.unacked_on_reconnect is Unacked.KEPT
+    )

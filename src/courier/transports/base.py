@@ -34,9 +34,13 @@ from courier.errors import (
     TransportError,
     ValidationFailed,
 )
-from courier.serializer import Serializer
+from courier.serializer import Headers, Serializer
+
+#: The header in which :meth:`Listable.keep` counts the writes of one id.
+KEPT_HEADER = Headers.KEPT
 
 __all__ = [
+    "KEPT_HEADER",
     "NEEDS_ACK",
     "Capabilities",
     "Listable",
@@ -45,6 +49,8 @@ __all__ = [
     "Received",
     "Transport",
     "Unacked",
+    "body_limit",
+    "kept_count",
     "subscription_queue",
 ]
 
@@ -86,6 +92,10 @@ class Capabilities:
     delivery_count: bool = False
     #: Bodies larger than this are refused by ``send`` (None: no limit).
     max_message_size: int | None = None
+    #: Each message's own ``ttr`` (``bus.dispatch(msg, ttr=...)``) is its
+    #: lease: how long a worker may hold it before another may take it. A
+    #: transport without it refuses a ``ttr`` at dispatch.
+    ttr: bool = False
     #: Implements :class:`Listable`, so it can be a failure transport.
     listable: bool = False
     #: Messages survive the process (memory and sync do not).
@@ -201,6 +211,17 @@ class Listable(Protocol):
 
     def remove(self, message_id: str, queue: str | None = None) -> bool:
         """Delete the message with this envelope id; False if it was not there."""
+        ...
+
+    def keep(self, envelope: Envelope, queue: str | None = None) -> int:
+        """Store ``envelope`` as the one record of its id; return how often it was kept.
+
+        Idempotent on the envelope id, atomically: a waiting record with the
+        same id is replaced, not joined by a second one, so a worker that
+        dies between writing a dead letter and acknowledging the original
+        never leaves two. The count (1 the first time) travels in the
+        stored envelope's ``courier-kept`` header.
+        """
         ...
 
 
@@ -392,10 +413,19 @@ class Transport(ABC):
     # -- helpers for implementations ----------------------------------------
 
     def encode(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
-        """Serialize, refusing what exceeds the broker's size limit before any I/O."""
+        """Serialize, refusing before any I/O what the broker or a consumer would refuse.
+
+        The limit is the smaller of the broker's (``max_message_size``) and
+        the serializer's ``max_body``, which every consumer of this bus
+        applies when decoding: a message sent past it would only ever come
+        back as an invalid message.
+        """
         body, headers = self.serializer.encode(envelope)
-        limit = self.capabilities.max_message_size
-        if limit is not None and len(body) > limit:
+        limit = body_limit(self.serializer, envelope.type)
+        broker = self.capabilities.max_message_size
+        if broker is not None and broker < limit:
+            limit = broker
+        if len(body) > limit:
             raise MessageTooLarge(len(body), limit)
         return body, headers
 
@@ -436,6 +466,22 @@ class Transport(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} queue={self.queue!r}>"
+
+
+def kept_count(envelope: Envelope | None) -> int:
+    """How many times a failure store kept ``envelope`` (0 for None), from its header."""
+    if envelope is None:
+        return 0
+    try:
+        return max(1, int(envelope.headers.get(KEPT_HEADER, "1")))
+    except ValueError:
+        return 1
+
+
+def body_limit(serializer: Serializer, message_type: str) -> int:
+    """The largest body ``serializer`` decodes for ``message_type`` (see JsonSerializer)."""
+    limit_for = getattr(serializer, "limit_for", None)
+    return int(limit_for(message_type)) if limit_for is not None else serializer.max_body
 
 
 def attach(envelope: Envelope, received: Received) -> Envelope:

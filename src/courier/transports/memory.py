@@ -31,13 +31,14 @@ from typing import cast
 
 from courier.envelope import Envelope
 from courier.errors import MessageDecodingFailed, ValidationFailed
-from courier.serializer import Serializer
+from courier.serializer import Headers, Serializer
 from courier.transports.base import (
     Capabilities,
     QueueStats,
     Received,
     Transport,
     Unacked,
+    kept_count,
     subscription_queue,
 )
 from courier.transports.dsn import Dsn, TransportOptions
@@ -59,7 +60,7 @@ _Raw = tuple[bytes, Mapping[str, str]]
 
 
 class _Entry:
-    __slots__ = ("deliveries", "message_id", "payload", "priority", "queue", "seq")
+    __slots__ = ("deliveries", "holder", "message_id", "payload", "priority", "queue", "seq")
 
     def __init__(
         self, payload: Envelope | _Raw, queue: str, priority: int, message_id: str, seq: int
@@ -70,6 +71,8 @@ class _Entry:
         self.message_id = message_id
         self.seq = seq
         self.deliveries = 0
+        #: The transport that received it last (given back when that one closes).
+        self.holder: object = None
 
 
 class _Queue:
@@ -255,6 +258,7 @@ class MemoryTransport(Transport):
             handled = []
             for entry in taken:
                 entry.deliveries += 1
+                entry.holder = self
                 handle = next(handles)
                 in_flight[handle] = entry
                 handled.append(handle)
@@ -334,17 +338,27 @@ class MemoryTransport(Transport):
     def release(self, received: Received) -> None:
         with self._lock:
             entry = self._in_flight.pop(received.handle, None)
-            if entry is None:
-                return
-            state = self._queues[entry.queue]
-            # Back where it was: ahead of everything sent after it, so a batch
-            # released in order keeps its order.
-            ready = state.ready[entry.priority]
-            index = next((i for i, other in enumerate(ready) if other.seq > entry.seq), len(ready))
-            ready.insert(index, entry)
-            state.size += 1
-            if self._broker.waiting:
-                self._cond.notify_all()
+            if entry is not None:
+                self._give_back(entry)
+
+    def close(self) -> None:
+        """Give back what this transport still holds, as a broker does when a consumer leaves."""
+        with self._lock:
+            mine = [h for h, entry in self._in_flight.items() if entry.holder is self]
+            for handle in mine:
+                self._give_back(self._in_flight.pop(handle))
+
+    def _give_back(self, entry: _Entry) -> None:
+        """``entry`` back to the head of its queue; the caller holds the lock."""
+        state = self._queues[entry.queue]
+        # Back where it was: ahead of everything sent after it, so a batch
+        # released in order keeps its order.
+        ready = state.ready[entry.priority]
+        index = next((i for i, other in enumerate(ready) if other.seq > entry.seq), len(ready))
+        ready.insert(index, entry)
+        state.size += 1
+        if self._broker.waiting:
+            self._cond.notify_all()
 
     # -- administration --------------------------------------------------------
 
@@ -403,6 +417,31 @@ class MemoryTransport(Transport):
 
     def find(self, message_id: str, queue: str | None = None) -> Envelope | None:
         return next((e for e in self.list(queue) if e.id == message_id), None)
+
+    def keep(self, envelope: Envelope, queue: str | None = None) -> int:
+        """Replace the waiting record of ``envelope.id`` (or add one); see Listable.keep."""
+        name = queue or self.queue
+        with self._lock:
+            entry = self._waiting_entry(name, envelope.id)
+            previous = self._envelope(entry) if entry is not None else None
+            count = kept_count(previous) + 1
+            stored = envelope.with_headers(**{Headers.KEPT: str(count)})
+            payload: Envelope | _Raw = stored
+            if self._encode_on_send:
+                body, headers = self.encode(stored)
+                if self.serialize:
+                    payload = (body, headers)
+            if entry is not None:
+                entry.payload = payload
+            else:
+                entry = _Entry(payload, name, stored.priority, stored.id, next(self._seq))
+                self._enqueue(entry, 0.0)
+        self.sent.append(stored)
+        return count
+
+    def _waiting_entry(self, queue: str, message_id: str) -> _Entry | None:
+        """The oldest waiting entry with this envelope id; the caller holds the lock."""
+        return next((e for e in self._entries(queue) if e.message_id == message_id), None)
 
     def remove(self, message_id: str, queue: str | None = None) -> bool:
         with self._lock:

@@ -53,6 +53,7 @@ from courier.errors import (
 )
 from courier.transports import sqlite_schema as sql
 from courier.transports.base import (
+    KEPT_HEADER,
     Capabilities,
     QueueStats,
     Received,
@@ -112,6 +113,7 @@ class SqliteTransport(Transport):
         delay=True,
         priority=True,
         lease=True,
+        ttr=True,
         native_dead_letter=True,
         delivery_count=True,
         listable=True,
@@ -168,7 +170,16 @@ class SqliteTransport(Transport):
         state = sql.DELAYED if delay > 0 else sql.READY
         available_at = time.time() + delay
         headers_text = sql.dump_headers(headers)
-        return (queue, envelope.id, body, headers_text, envelope.priority, state, available_at)
+        return (
+            queue,
+            envelope.id,
+            body,
+            headers_text,
+            envelope.priority,
+            state,
+            available_at,
+            envelope.ttr,
+        )
 
     def send(self, envelope: Envelope, queue: str | None = None) -> Envelope:
         row = self._row(envelope, queue or self.queue, envelope.delay)
@@ -258,7 +269,7 @@ class SqliteTransport(Transport):
                     elif not ready:
                         continue
                     rows = connection.execute(
-                        sql.CLAIM, (token, now + self.lease, name, max - len(claimed))
+                        sql.CLAIM, (token, now, self.lease, name, max - len(claimed))
                     ).fetchall()
                     # RETURNING comes back in row id order: restore the serving order.
                     rows.sort(key=lambda row: (-row[1], row[2], row[0]))
@@ -318,7 +329,7 @@ class SqliteTransport(Transport):
     def renew(self, received: Received) -> None:
         with self._db.use("renew") as connection:
             changed = connection.execute(
-                sql.RENEW, (time.time() + self.lease, *received.handle)
+                sql.RENEW, (time.time(), self.lease, *received.handle)
             ).rowcount
         if not changed:
             logger.warning("the lease on %r was lost: another worker may have it", received)
@@ -391,6 +402,26 @@ class SqliteTransport(Transport):
         with self._db.use("find") as connection:
             row = connection.execute(sql.FIND, (queue or self.queue, message_id)).fetchone()
         return None if row is None else self._envelope(row[1], row[2])
+
+    def keep(self, envelope: Envelope, queue: str | None = None) -> int:
+        """Replace the waiting record of ``envelope.id``, or add it; see Listable.keep."""
+        name = queue or self.queue
+        with self._db.transaction("keep", PublishNotConfirmed, (envelope.id,)) as connection:
+            row = connection.execute(sql.FIND, (name, envelope.id)).fetchone()
+            previous = sql.load_headers(row[2]) if row is not None else None
+            count = 1
+            if row is not None:
+                try:
+                    count = int((previous or {}).get(KEPT_HEADER, "1")) + 1
+                except ValueError:
+                    count = 2
+            stored = envelope.with_headers(**{KEPT_HEADER: str(count)})
+            fields = self._row(stored, name, stored.delay)
+            if row is None:
+                connection.execute(sql.INSERT, fields)
+            else:
+                connection.execute(sql.REPLACE, (fields[2], fields[3], fields[4], row[0]))
+        return count
 
     def remove(self, message_id: str, queue: str | None = None) -> bool:
         """Delete the message ``find`` shows (the oldest waiting one with this id)."""

@@ -62,6 +62,7 @@ __all__ = [
     "RELEASE",
     "REMOVE",
     "RENEW",
+    "REPLACE",
     "RETRY",
     "SCHEMA",
     "STATS_OTHER",
@@ -92,7 +93,8 @@ SCHEMA = (
         ord          REAL    NOT NULL DEFAULT (julianday('now') * 86400 - 210866760000),
         deliveries   INTEGER NOT NULL DEFAULT 0,
         token        INTEGER,
-        reason       TEXT
+        reason       TEXT,
+        lease        REAL
     )""",
     # Claimable rows only, in the order they are served.
     """CREATE INDEX IF NOT EXISTS courier_ready
@@ -113,7 +115,7 @@ SCHEMA = (
 
 INSERT = (
     "INSERT INTO courier_messages (queue, message_id, body, headers, priority, state,"
-    " available_at, ord) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+    " available_at, ord, lease) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)"
 )
 
 #: Anything ready? Anything due to promote? A read, so an idle poll never
@@ -131,12 +133,13 @@ PROMOTE = (
     " WHERE queue = ? AND state <> 0 AND state IN (1, 2) AND available_at <= ?"
 )
 
-#: Claim up to ``limit`` ready rows in serving order, in one statement.
+#: Claim up to ``limit`` ready rows in serving order, in one statement. A
+#: row's own ``lease`` (the message's ttr) wins over the transport's.
 CLAIM = (
-    "UPDATE courier_messages SET state = 2, token = ?, deliveries = deliveries + 1,"
-    " available_at = ? WHERE id IN (SELECT id FROM courier_messages INDEXED BY courier_ready"
-    " WHERE queue = ? AND state = 0 ORDER BY priority DESC, ord, id LIMIT ?)"
-    " RETURNING id, priority, ord, body, headers, deliveries"
+    "UPDATE courier_messages SET state = 2, token = ?1, deliveries = deliveries + 1,"
+    " available_at = ?2 + coalesce(lease, ?3) WHERE id IN (SELECT id FROM courier_messages"
+    " INDEXED BY courier_ready WHERE queue = ?4 AND state = 0 ORDER BY priority DESC, ord, id"
+    " LIMIT ?5) RETURNING id, priority, ord, body, headers, deliveries"
 )
 
 #: The claim's holder is done; a re-claimed row (another token) is left alone.
@@ -144,8 +147,8 @@ ACK = "DELETE FROM courier_messages WHERE id = ? AND token = ?"
 
 RETRY = (
     "UPDATE courier_messages SET message_id = ?, body = ?, headers = ?, priority = ?,"
-    " state = ?, available_at = ?6, ord = ?6, deliveries = 0, token = NULL"
-    " WHERE id = ?7 AND token = ?8"
+    " state = ?, available_at = ?6, ord = ?6, lease = ?7, deliveries = 0, token = NULL"
+    " WHERE id = ?8 AND token = ?9"
 )
 REJECT = (
     "UPDATE courier_messages SET state = 3, available_at = ?, reason = ?, token = NULL"
@@ -154,8 +157,8 @@ REJECT = (
 RELEASE = "UPDATE courier_messages SET state = 0, ord = 0, token = NULL WHERE id = ? AND token = ?"
 #: A lapsed lease nobody re-claimed yet (promoted, token intact) is taken back.
 RENEW = (
-    "UPDATE courier_messages SET state = 2, available_at = ?"
-    " WHERE id = ? AND token = ? AND state IN (0, 2)"
+    "UPDATE courier_messages SET state = 2, available_at = ?1 + coalesce(lease, ?2)"
+    " WHERE id = ?3 AND token = ?4 AND state IN (0, 2)"
 )
 
 STATS_READY = (
@@ -173,6 +176,8 @@ FIND = (
     " AND state IN (0, 1) ORDER BY id LIMIT 1"
 )
 REMOVE = "DELETE FROM courier_messages WHERE id = ?"
+#: Listable.keep: the record of an id already waiting is replaced in place.
+REPLACE = "UPDATE courier_messages SET body = ?, headers = ?, priority = ? WHERE id = ?"
 
 SUBSCRIPTIONS = "SELECT subscription FROM courier_subscriptions WHERE topic = ? ORDER BY 1"
 SUBSCRIBE = "INSERT OR IGNORE INTO courier_subscriptions (topic, subscription) VALUES (?, ?)"
@@ -261,6 +266,22 @@ def queue_stats(connection: sqlite3.Connection, queue: str) -> QueueStats:
     return QueueStats(queue, ready, in_flight, delayed, dead)
 
 
+#: Columns added since the first release, for files an older courier made.
+_ADDED_COLUMNS = {"lease": "REAL"}
+
+
+def _columns_present(connection: sqlite3.Connection) -> bool:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(courier_messages)")}
+    return all(name in present for name in _ADDED_COLUMNS)
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(courier_messages)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            connection.execute(f"ALTER TABLE courier_messages ADD COLUMN {name} {kind}")
+
+
 def create_schema(connection: sqlite3.Connection) -> None:
     """Create the tables and indexes once, safely against other processes doing the same.
 
@@ -271,12 +292,13 @@ def create_schema(connection: sqlite3.Connection) -> None:
     found = connection.execute(
         "SELECT count(*) FROM sqlite_master WHERE name IN (?, ?, ?, ?, ?)", _OBJECTS
     ).fetchone()[0]
-    if found == len(_OBJECTS):
+    if found == len(_OBJECTS) and _columns_present(connection):
         return
     connection.execute("BEGIN IMMEDIATE")
     try:
         for statement in SCHEMA:
             connection.execute(statement)
+        _add_missing_columns(connection)
     except BaseException:
         connection.execute("ROLLBACK")
         raise

@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from courier.transports.dsn import TransportOptions
 
@@ -66,6 +66,11 @@ class AmqpOptions(TransportOptions):
     confirm_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between heartbeats (the broker may negotiate it down); 0 turns them off.
     heartbeat: int = Field(default=60, ge=0)
+    #: Seconds a message held by a dead worker stays invisible. RabbitMQ gives
+    #: a closed connection's messages back at once; ``lease`` bounds the wait
+    #: for a worker that vanished without closing (a hung host, a cut
+    #: network) by setting the heartbeat to half of it. Default: the heartbeat's.
+    lease: float | None = Field(default=None, gt=0)
     #: Seconds to open the TCP connection and the AMQP session.
     connect_timeout: float = Field(default=10.0, gt=0)
     #: Seconds the broker may block publishing (a resource alarm) before the
@@ -101,6 +106,15 @@ class AmqpOptions(TransportOptions):
         if millis[0] < 1:
             raise ValueError("delay levels are at least 0.001 seconds")
         return tuple(ms / 1000 for ms in millis)
+
+    @model_validator(mode="after")
+    def _lease_sets_the_heartbeat(self) -> AmqpOptions:
+        if self.lease is None:
+            return self
+        if "heartbeat" in self.model_fields_set:
+            raise ValueError("set lease or heartbeat, not both: lease sets the heartbeat")
+        object.__setattr__(self, "heartbeat", max(1, math.ceil(self.lease / 2)))
+        return self
 
     @field_validator("queue")
     @classmethod
