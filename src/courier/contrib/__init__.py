@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: Django, Flask, FastAPI (each an optional extra)."""
