@@ -1,1 +1,1 @@
-"""courier's pytest plugin (entry point ``pytest11``): fixtures for testing apps that use courier."""
+"""courier's pytest plugin (entry point ``pytest11``): fixtures for apps using courier."""

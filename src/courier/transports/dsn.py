@@ -242,7 +242,8 @@ def _split_hosts(text: str, scheme: str) -> tuple[str, list[tuple[str, int | Non
             name = None
         if not name:
             raise ConfigurationError(
-                f"the {scheme}:// DSN has an invalid host in its host list (host[:port],host[:port])"
+                f"the {scheme}:// DSN has an invalid host in its host list "
+                "(host[:port],host[:port])"
             ) from None
         hosts.append((name, port))
     first = hostlist.split(",", 1)[0]
