@@ -39,16 +39,19 @@ from courier.message import Event, Message
 from courier.middleware.acknowledge import AcknowledgeMiddleware, AckPolicy
 from courier.middleware.base import Middleware, Next, compose
 from courier.middleware.logging import LoggingMiddleware
-from courier.middleware.max_deliveries import DEFAULT_MAX_DELIVERIES, MaxDeliveriesMiddleware
+from courier.middleware.max_deliveries import MaxDeliveriesMiddleware
 from courier.middleware.retry import RetryMiddleware, RetryPolicy, RetryStrategy
 from courier.middleware.validation import ValidationMiddleware
+from courier.poison import DEFAULT_MAX_DELIVERIES, PoisonGuard
 from courier.registry import MessageRegistry
 from courier.routing import Route, Router
 from courier.serializer import DEFAULT_MAX_BODY, JsonSerializer, Serializer
+from courier.status import SqliteStatusStore, StatusStore, open_status_store
 from courier.topology import Topology
 from courier.transports.base import Outcome, Received, Transport
 from courier.transports.dsn import Dsn
 from courier.transports.registry import open_transport
+from courier.transports.sqlite import SqliteTransport
 from courier.transports.sync import SyncTransport
 
 __all__ = ["Bus"]
@@ -75,10 +78,18 @@ class Bus:
         serializer: Serializer | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         validate: bool = False,
+        status_store: StatusStore | str | None = None,
     ) -> None:
         self.registry = MessageRegistry()
         self.registry.register(InvalidMessage)
         self.serializer: Serializer = serializer or JsonSerializer(self.registry, max_body=max_body)
+        #: The serializer of the failure and invalid-message transports: the
+        #: only one that decodes courier's own record types.
+        self.store_serializer = JsonSerializer(
+            self.registry, max_body=self.serializer.max_body, internal=True
+        )
+        self._status_store = status_store
+        self.poison = PoisonGuard(self._find_status_store, max_deliveries)
         self.handlers = HandlerRegistry()
         self.router = Router()
         self.retry_policy = (
@@ -86,7 +97,6 @@ class Bus:
             if isinstance(retry, RetryPolicy)
             else RetryPolicy(default=retry or RetryStrategy())
         )
-        self.max_deliveries = max_deliveries
         self.ack_policy = ack_policy
         self.validate = validate
         self.dead_letters = DeadLetters(
@@ -100,7 +110,7 @@ class Bus:
         self._dispatch_stack: Next | None = None
         self._consume_stack: Next | None = None
         self.topology = Topology(self)
-        self.handling = Handling(self)
+        self.handling = Handling(self.handlers, self.router, self.dispatch, self.poison)
         for name, target in (transports or {}).items():
             self.add_transport(name, target)
         for message_type, route in (routing or {}).items():
@@ -131,6 +141,15 @@ class Bus:
     # -- configuration -------------------------------------------------------
 
     @property
+    def max_deliveries(self) -> int:
+        """Worker deaths a message's handler may cause before it is dead-lettered unrun."""
+        return self.poison.max_deliveries
+
+    @max_deliveries.setter
+    def max_deliveries(self, value: int) -> None:
+        self.poison.max_deliveries = value
+
+    @property
     def failure_transport(self) -> str | None:
         return self.dead_letters.failure_transport
 
@@ -142,7 +161,33 @@ class Bus:
         """Name the failure transport and the invalid-message transport."""
         self.dead_letters.failure_transport = failure
         self.dead_letters.invalid_transport = invalid or failure
+        for name, transport in self._transports.items():
+            self._choose_serializer(name, transport)
         self._consume_stack = None
+
+    def _is_store(self, name: str) -> bool:
+        return name in (self.dead_letters.failure_transport, self.dead_letters.invalid_transport)
+
+    def _choose_serializer(self, name: str, transport: Transport) -> None:
+        """Stores decode courier's own records; every other transport refuses them."""
+        if self._is_store(name):
+            transport.serializer = self.store_serializer
+        elif transport.serializer is self.store_serializer:
+            transport.serializer = self.serializer
+
+    def _find_status_store(self) -> StatusStore | None:
+        """The store named at construction, else the failure store's SQLite file, else none."""
+        chosen = self._status_store
+        if isinstance(chosen, StatusStore):
+            return chosen
+        if isinstance(chosen, str):
+            return open_status_store(chosen)
+        failure = self.failure_transport
+        if failure is not None and failure in self._transports:
+            transport = self._transports[failure]
+            if isinstance(transport, SqliteTransport) and transport.path != ":memory:":
+                return SqliteStatusStore(transport.path)
+        return None
 
     def add_transport(self, name: str, target: str | Dsn | Transport) -> Transport:
         """Open ``target`` (a DSN or a transport) under ``name``."""
@@ -157,6 +202,7 @@ class Bus:
             self._dsns[name] = dsn
         if isinstance(transport, SyncTransport):
             transport.bind(self.handling.handle_now)
+        self._choose_serializer(name, transport)
         self._transports[name] = transport
         self._senders.clear()
         return transport
@@ -249,7 +295,7 @@ class Bus:
         return [
             LoggingMiddleware(),
             AcknowledgeMiddleware(self.dead_letters, self.ack_policy),
-            MaxDeliveriesMiddleware(self.max_deliveries),
+            MaxDeliveriesMiddleware(self.poison),
             RetryMiddleware(self.retry_policy),
             *self._middleware,
         ]
@@ -517,9 +563,12 @@ class Bus:
         self.topology.check_retry_delays(transport)
 
     def close(self) -> None:
-        """Close every transport."""
+        """Close every transport and the status store."""
         for transport in self._transports.values():
             transport.close()
+        store = self.poison.store if self.poison._resolved else None
+        if store is not None:
+            store.close()
 
     def __enter__(self) -> Bus:
         return self

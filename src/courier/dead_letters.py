@@ -2,7 +2,10 @@
 
 Courier moves a failed message itself: it writes the message, with the
 error's class, text, bounded traceback, attempts and original transport, to
-the failure transport, and only then acknowledges the original. If that
+the failure transport, and only then acknowledges the original (at once,
+never in the worker's acknowledgement batch). The write is idempotent on
+the envelope id (``Listable.keep``), so a worker killed between the two
+leaves one record, not two. If that
 write fails, the original is not acknowledged and the broker keeps it
 (Symfony #36870). Bytes that never became a message go the same way to the
 invalid-message transport, wrapped in an :class:`InvalidMessage` that keeps
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
@@ -25,11 +29,14 @@ from courier.envelope import Envelope, ErrorDetails, new_message_id
 from courier.errors import MessageDecodingFailed, MessageTooLarge
 from courier.message import Message
 from courier.serializer import DEFAULT_MAX_BODY, INVALID_MESSAGE_TYPE, Headers
-from courier.transports.base import Outcome, Received, Transport
+from courier.transports.base import Listable, Outcome, Received, Transport
 
 __all__ = ["DeadLetters", "InvalidMessage"]
 
 logger = logging.getLogger("courier.dead_letters")
+
+#: A claimed id shown in a record's own id: short and plain, nothing to escape.
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_\-:]{1,48}$")
 
 
 class InvalidMessage(Message):
@@ -48,6 +55,30 @@ class InvalidMessage(Message):
     reason: str
     transport: str
     queue: str
+
+
+def record_id(queue: str, headers: dict[str, str], key: str | None = None) -> str:
+    """The id of the record of undecodable bytes: what they claim, and what names them.
+
+    Not the claimed id alone: a foreign producer may reuse one for different
+    bodies, and each record would replace the last. Where the broker names
+    the physical message (``Transport.message_key``: a row, an entry, a
+    job), the record is keyed by that name, so a copy redelivered after a
+    worker died before its acknowledgement replaces its record rather than
+    adding a second. Where it cannot (AMQP), the key is random: identical
+    bytes sent twice stay two records, and only a worker killed in the
+    instant between the write and its acknowledgement can leave a duplicate.
+    The claimed id comes first, so an operator who knows it finds the record
+    by that prefix.
+    """
+    if key is not None:
+        digest = hashlib.sha256(queue.encode() + b"\0" + key.encode()).hexdigest()
+    else:
+        digest = new_message_id()
+    claimed = headers.get(Headers.ID, "")
+    if _PLAIN_ID.match(claimed):
+        return f"{claimed}.{digest[:12]}"
+    return digest[:32]
 
 
 class DeadLetters:
@@ -100,11 +131,12 @@ class DeadLetters:
             )
             return Outcome.REJECTED
         raw = received.raw or b""
+        raw_headers = dict(received.raw_headers or {})
+        identity = record_id(received.queue, raw_headers, source.message_key(received))
         if len(raw) > self.max_body:
             digest = hashlib.sha256(raw).hexdigest()
             reason += f" (kept the first {self.max_body} of {len(raw)} bytes; sha256 {digest})"
             raw = raw[: self.max_body]
-        raw_headers = dict(received.raw_headers or {})
         message = InvalidMessage(
             body=raw,
             headers=raw_headers,
@@ -116,12 +148,7 @@ class DeadLetters:
             ErrorDetails.from_exception(error, transport=source.name, queue=received.queue),
             message=reason,
         )
-        original_id = raw_headers.get(Headers.ID, "")
-        envelope = Envelope(
-            message,
-            id=original_id if 0 < len(original_id) <= 64 else new_message_id(),
-            error=details,
-        )
+        envelope = Envelope(message, id=identity, error=details)
         what = f"undecodable message on {source.name!r} ({reason})"
         return self._keep(self.invalid_transport, envelope, received, reason, what)
 
@@ -138,7 +165,13 @@ class DeadLetters:
         store = self._transport(name)
         source = received.transport
         try:
-            store.send(envelope)
+            if isinstance(store, Listable):
+                # Idempotent on the id: a worker that died after this write but
+                # before the original's ack leaves one record, counted twice.
+                kept = store.keep(envelope)
+            else:
+                store.send(envelope)
+                kept = 1
         except MessageTooLarge as error:
             source.reject(received, reason)
             logger.error(
@@ -149,5 +182,8 @@ class DeadLetters:
                 source.name,
             )
             return Outcome.REJECTED
-        logger.error("%s; kept in %r", what, store.name)
+        if kept > 1:
+            logger.error("%s; kept in %r again (%d times so far)", what, store.name, kept)
+        else:
+            logger.error("%s; kept in %r", what, store.name)
         return Outcome.DEAD_LETTERED

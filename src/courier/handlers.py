@@ -17,6 +17,7 @@ registered on a bus explicitly::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable
@@ -85,6 +86,16 @@ def marked_handlers(target: Any) -> list[tuple[Callable[..., Any], type[Message]
     return [(target, message_type, subscription) for message_type, subscription in marks]
 
 
+def _is_async(func: Callable[..., Any]) -> bool:
+    """A coroutine or async generator function, or an object whose ``__call__`` is one."""
+    for candidate in (func, getattr(func, "__call__", None)):  # noqa: B004
+        while isinstance(candidate, functools.partial):
+            candidate = candidate.func
+        if inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate):
+            return True
+    return False
+
+
 def _takes_envelope(func: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(func).parameters.values()
@@ -119,6 +130,12 @@ class HandlerRegistry:
             raise ConfigurationError(f"{message_type!r} is not a courier Message class")
         if not callable(func):
             raise ConfigurationError(f"handler {func!r} is not callable")
+        if _is_async(func):
+            raise ConfigurationError(
+                f"handler {getattr(func, '__qualname__', func)!r} is async def: courier's worker "
+                "calls handlers synchronously, so it would only ever get a coroutine back; write "
+                "it as a plain def (use asyncio.run inside it if it must await)"
+            )
         takes_envelope = _takes_envelope(func)
         if issubclass(message_type, Event):
             name: str = subscription or str(getattr(func, "__name__", ""))

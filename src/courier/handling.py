@@ -12,16 +12,18 @@ carries the conversation on (correlation and causation ids) through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from courier.errors import ConfigurationError, HandlerFailed, NoHandlerForMessage
+from courier.errors import HandlerFailed, NoHandlerForMessage, UnrecoverableError
 from courier.message import Event, Message
 
 if TYPE_CHECKING:
-    from courier.bus import Bus
     from courier.envelope import Envelope
-    from courier.handlers import HandlerSpec
+    from courier.handlers import HandlerRegistry, HandlerSpec
+    from courier.poison import PoisonGuard
+    from courier.routing import Router
 
 __all__ = ["Handling", "current_envelope"]
 
@@ -36,17 +38,31 @@ def current_envelope() -> Envelope | None:
 
 
 class Handling:
-    """Runs the handlers of one bus."""
+    """Runs the handlers of one bus.
 
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
+    It needs the handlers, the router (an event received on a subscription's
+    queue names its subscription), a way to dispatch what a handler returns,
+    and the poison guard, which notes the message whose handler is running.
+    """
+
+    def __init__(
+        self,
+        handlers: HandlerRegistry,
+        router: Router,
+        dispatch: Callable[[Message], object],
+        guard: PoisonGuard,
+    ) -> None:
+        self.handlers = handlers
+        self.router = router
+        self.dispatch = dispatch
+        self.guard = guard
 
     def handle(self, envelope: Envelope) -> Envelope:
         """The end of the consume stack: the handler for this delivery."""
         message_type = type(envelope.message)
         if issubclass(message_type, Event):
             return self._handle_event(envelope, message_type)
-        spec = self.bus.handlers.command(message_type)
+        spec = self.handlers.command(message_type)
         if spec is None:
             raise NoHandlerForMessage(f"no handler for {message_type.message_name} in this process")
         try:
@@ -56,11 +72,11 @@ class Handling:
         return envelope
 
     def _handle_event(self, envelope: Envelope, message_type: type[Message]) -> Envelope:
-        subscriptions = self.bus.handlers.subscriptions(message_type)
+        subscriptions = self.handlers.subscriptions(message_type)
         received = envelope.received
-        route = self.bus.router.route_for(message_type)
+        route = self.router.route_for(message_type)
         if received is not None and route is not None:
-            prefix = self.bus.router.topic_of(message_type, route) + "."
+            prefix = self.router.topic_of(message_type, route) + "."
             if received.queue.startswith(prefix):
                 name = received.queue[len(prefix) :]
                 spec = subscriptions.get(name)
@@ -79,10 +95,8 @@ class Handling:
         """Handle in this process: unrouted messages and ``sync://``."""
         message_type = type(envelope.message)
         if issubclass(message_type, Event):
-            return self._run_all(
-                envelope, list(self.bus.handlers.subscriptions(message_type).values())
-            )
-        spec = self.bus.handlers.command(message_type)
+            return self._run_all(envelope, list(self.handlers.subscriptions(message_type).values()))
+        spec = self.handlers.command(message_type)
         if spec is None:
             raise NoHandlerForMessage(
                 f"no handler for {message_type.message_name}, and it is not routed to a transport"
@@ -103,10 +117,18 @@ class Handling:
     def _call(self, spec: HandlerSpec, envelope: Envelope) -> None:
         token = _current.set(envelope)
         try:
-            if spec.takes_envelope:
-                result = spec.func(envelope.message, envelope)
-            else:
-                result = spec.func(envelope.message)
+            # The handler alone is noted: a death while it runs is this message's.
+            consuming = envelope.received is not None
+            if consuming:
+                self.guard.begin(envelope.id)
+            try:
+                if spec.takes_envelope:
+                    result = spec.func(envelope.message, envelope)
+                else:
+                    result = spec.func(envelope.message)
+            finally:
+                if consuming:
+                    self.guard.end()
             if result is not None:
                 self._continue(result, spec)
         finally:
@@ -115,12 +137,13 @@ class Handling:
     def _continue(self, result: object, spec: HandlerSpec) -> None:
         """A pipeline: dispatch what the handler returned, before the ack."""
         if isinstance(result, Message):
-            self.bus.dispatch(result)
+            self.dispatch(result)
         elif isinstance(result, (list, tuple)) and all(isinstance(m, Message) for m in result):
             for message in result:
-                self.bus.dispatch(message)
+                self.dispatch(message)
         else:
-            raise ConfigurationError(
+            # A programming error, not bad luck: retrying returns the same thing.
+            raise UnrecoverableError(
                 f"handler {spec.name} returned {type(result).__name__}; a handler returns "
                 "None, a Message or a list of Messages"
             )

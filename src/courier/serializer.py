@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "INVALID_MESSAGE_TYPE",
     "JSON",
+    "RESERVED_TYPES",
     "Headers",
     "JsonSerializer",
     "Serializer",
@@ -44,6 +45,10 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 #: The wire name of :class:`courier.dead_letters.InvalidMessage`.
 INVALID_MESSAGE_TYPE = "courier.invalid-message"
+
+#: Types only courier writes, and only to its failure and invalid-message
+#: transports: anywhere else, a message claiming one is itself invalid.
+RESERVED_TYPES = frozenset({INVALID_MESSAGE_TYPE})
 
 
 class Headers:
@@ -101,9 +106,14 @@ class JsonSerializer:
 
     content_type = JSON
 
-    def __init__(self, registry: MessageRegistry, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, registry: MessageRegistry, *, max_body: int = DEFAULT_MAX_BODY, internal: bool = False
+    ) -> None:
         self.registry = registry
         self.max_body = max_body
+        #: Whether courier's own record types decode here (the failure and
+        #: invalid-message transports only; see RESERVED_TYPES).
+        self.internal = internal
         self._nested: dict[type[Message], bool] = {}
 
     def encode(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
@@ -145,7 +155,7 @@ class JsonSerializer:
         third larger: it gets room for a body up to half again over the
         limit, so the record of an oversized body can still be read back.
         """
-        if message_type == INVALID_MESSAGE_TYPE:
+        if message_type == INVALID_MESSAGE_TYPE and self.internal:
             return 2 * self.max_body + 65_536
         return self.max_body
 
@@ -169,6 +179,13 @@ class JsonSerializer:
         name = headers.get(Headers.TYPE)
         if not name:
             raise MessageDecodingFailed("no courier-type header", body, headers)
+        if name in RESERVED_TYPES and not self.internal:
+            raise MessageDecodingFailed(
+                f"reserved type {name!r}: only courier writes it, and only to its failure and "
+                "invalid-message transports",
+                body,
+                headers,
+            )
         cls = self.registry.resolve(name)
         if cls is None:
             shape = "unknown" if valid_message_name(name) else "invalid"

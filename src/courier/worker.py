@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from courier.allocator import return_large_blocks_to_the_os
 from courier.errors import ConfigurationError, HandlerFailed, StopWorker, TransportError
 from courier.events import (
     MessageFailed,
@@ -219,15 +220,11 @@ class Worker:
         )
         self._started = started
         self._next_memory_check = 0.0
+        return_large_blocks_to_the_os()
+        self.bus.poison.start(self.worker_id)
         try:
             while self.stop_reason is None:
-                batch = self._receive_round()
-                if batch is None:
-                    self._wait_for_a_transport()
-                elif batch:
-                    self._process_batch(batch)
-                elif self.options.stop_when_empty:
-                    self.stop(StopReason.EMPTY)
+                self._round()
                 self._check_limits()
         finally:
             for source in self._sources:
@@ -239,6 +236,7 @@ class Worker:
             self._done.set()
             if keepalive is not None:
                 keepalive.join(timeout=5)
+            self.bus.poison.stop()
             restore()
             reason = self.stop_reason or StopReason.REQUESTED
             logger.info(
@@ -251,6 +249,21 @@ class Worker:
         return reason
 
     # -- the loop ------------------------------------------------------------
+
+    def _round(self) -> None:
+        """One receive and what it brought.
+
+        A method of its own so the batch dies with its frame: a loop variable
+        would keep the last batch (bodies and all) alive while the worker
+        waits for the next one, doubling its peak memory.
+        """
+        batch = self._receive_round()
+        if batch is None:
+            self._wait_for_a_transport()
+        elif batch:
+            self._process_batch(batch)
+        elif self.options.stop_when_empty:
+            self.stop(StopReason.EMPTY)
 
     def _wanted(self) -> int:
         wanted = self.options.prefetch
@@ -296,30 +309,41 @@ class Worker:
         return []
 
     def _process_batch(self, batch: list[Received]) -> None:
+        """Handle ``batch`` in order, emptying the list as it goes.
+
+        A message leaves the list before it is handled, so once settled it
+        is kept alive by nothing of the worker's: a batch of large bodies
+        never holds the handled ones while the broker sends the next.
+        """
         track = self._keepalive is not None
         if track:
             with self._held_lock:
                 self._held.update(batch)
-        done = 0
+        batch.reverse()
         try:
-            for received in batch:
+            while batch:
                 self._check_limits()
                 if self.stop_reason is not None:
                     break
+                received = batch.pop()
                 self._process(received)
-                done += 1
                 if track and received.outcome not in NEEDS_ACK:
                     with self._held_lock:
                         self._held.discard(received)
         finally:
             # Stopping, or something unexpected escaped: what is left goes back now.
-            self._release(batch[done:])
+            batch.reverse()
+            self._release(batch)
 
     def _process(self, received: Received) -> None:
         listeners = self.listeners
         if listeners:
             self._emit(MessageReceived, received=received)
         started = time.perf_counter() if listeners else 0.0
+        if received.delivery_count > 1 and self._pending_count:
+            # A redelivery may be the message that kills workers: settle what
+            # was handled before it, so a death does not bring that back too.
+            self._flush_all()
         try:
             outcome = self.bus.consume(received)
         except TransportError as error:
@@ -331,8 +355,13 @@ class Worker:
             self._backoff(self._source_of[id(received.transport)], error)
             return
         self.handled += 1
-        if outcome in NEEDS_ACK:
+        if outcome is Outcome.ACK:
             self._ack_later(received)
+        elif outcome is Outcome.DEAD_LETTERED:
+            # At once: its record is written, and a death before a batched
+            # ack would bring it back to be written again.
+            self._ack_later(received)
+            self._flush_all()
         elif self._pending_count and self._flush_due():
             self._flush_all()
         failure = received.failure
@@ -404,19 +433,24 @@ class Worker:
             if not source.pending:
                 continue
             batch = source.pending
+            if self._keepalive is not None:
+                # Out of the keepalive's reach before the ack: a renewal racing
+                # the ack would find the message gone and warn of a lost lease.
+                with self._held_lock:
+                    self._held.difference_update(batch)
             try:
                 source.transport.ack_many(batch)
             except TransportError as error:
                 # Kept for the next flush: the handle outlives the connection
                 # where the broker keeps it; where it does not, the transport
                 # drops acknowledgements from an older connection itself.
+                if self._keepalive is not None:
+                    with self._held_lock:
+                        self._held.update(batch)
                 self._backoff(source, error)
                 continue
             source.pending = []
             self._pending_count -= len(batch)
-            if self._keepalive is not None:
-                with self._held_lock:
-                    self._held.difference_update(batch)
 
     def _release(self, batch: Sequence[Received]) -> None:
         for received in batch:
@@ -482,9 +516,18 @@ class Worker:
 
     def _renew_forever(self, interval: float) -> None:
         while not self._done.wait(interval):
+            self._renew_held()
+
+    def _renew_held(self) -> None:
+        """One round of renewals; its own frame, so nothing held outlives the round."""
+        with self._held_lock:
+            held = list(self._held)
+        for received in held:
+            # Each renewal under the lock, if the message is still held: the
+            # worker takes it out (and so waits) before settling it.
             with self._held_lock:
-                held = list(self._held)
-            for received in held:
+                if received not in self._held:
+                    continue
                 try:
                     received.transport.renew(received)
                 except TransportError as error:

@@ -36,7 +36,7 @@ def rows(result: Result) -> dict[str, list[str]]:
     found = {}
     for line in result.stdout.splitlines():
         cells = [cell for cell in line.strip().split("  ") if cell.strip()]
-        if cells and len(cells[0].strip()) >= 6 and cells[0].strip().isalnum():
+        if cells and re.fullmatch(r"[A-Za-z0-9_.:\-]{6,}", cells[0].strip()):
             found[cells[0].strip()] = [cell.strip() for cell in cells]
     return found
 
@@ -75,8 +75,9 @@ def test_list_shows_failed_and_invalid_messages(workspace: Any) -> None:
         "3",
         "ConnectionRefusedError: SMTP server refused the connection",
     ]
+    assert invalid.startswith("feedbeef01.")  # the id it claimed, and a digest of it
     assert found[invalid][:-1] == [
-        "feedbeef01",
+        invalid,
         "invalid",
         "email.archive",
         "jobs",
@@ -105,6 +106,7 @@ def test_list_as_json(memory_workspace: Any) -> None:
         "attempts": 4,
         "error_class": "ConnectionRefusedError",
         "error_message": "SMTP server refused the connection",
+        "kept": 1,
     }
 
 
@@ -324,7 +326,7 @@ def test_retry_an_invalid_message_once_its_type_is_registered(workspace: Any) ->
     first = workspace.courier("failed", "retry", invalid)
     assert first.exit_code == 6
     assert workspace.lines(first.stdout) == [
-        "still invalid archive0001: unknown message type 'email.archive'",
+        f"still invalid {invalid}: unknown message type 'email.archive'",
         "retried 0 messages; 1 still cannot be decoded and stayed in the store",
     ]
     assert [e.id for e in waiting(workspace, bus, "invalid")] == [invalid]
@@ -333,7 +335,7 @@ def test_retry_an_invalid_message_once_its_type_is_registered(workspace: Any) ->
     second = workspace.courier("failed", "retry", invalid)
     assert second.exit_code == 0, second.output
     assert workspace.lines(second.stdout) == [
-        "retried archive0001 (email.archive, decoded) to jobs",
+        f"retried {invalid} (email.archive, decoded) to jobs",
         "retried 1 message",
     ]
     assert waiting(workspace, bus, "invalid") == []
@@ -345,7 +347,7 @@ def test_retry_an_invalid_message_once_its_type_is_registered(workspace: Any) ->
 def test_retry_keeps_an_invalid_message_with_its_new_reason(workspace: Any) -> None:
     ws = workspace
     bus = ws.bus()
-    ws.store_invalid(
+    invalid = ws.store_invalid(
         bus,
         b'{"box": "ada"}',
         {**ARCHIVE, "courier-id": "archive0002"},
@@ -355,11 +357,11 @@ def test_retry_keeps_an_invalid_message_with_its_new_reason(workspace: Any) -> N
     result = ws.courier("failed", "retry", "archive0002")
     assert result.exit_code == 6
     assert ws.lines(result.stdout)[0] == (
-        "still invalid archive0002: invalid email.archive: mailbox: missing"
+        f"still invalid {invalid}: invalid email.archive: mailbox: missing"
     )
     [row] = json.loads(ws.courier("failed", "list", "--json").stdout)
     assert (row["id"], row["error_class"], row["error_message"]) == (
-        "archive0002",
+        invalid,
         "courier.errors.ValidationFailed",
         "invalid email.archive: mailbox: missing",
     )

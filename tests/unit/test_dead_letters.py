@@ -14,6 +14,7 @@ from courier import (
     Message,
     RetryStrategy,
 )
+from courier.dead_letters import record_id
 from courier.events import MessageFailed, TransportFailed, WorkerEvent
 from courier.serializer import Headers
 from courier.transports.base import Capabilities, Outcome, QueueStats, Received
@@ -78,6 +79,10 @@ class Journal(MemoryTransport):
         self.journal.append(f"send to {self.name}")
         return super().send(envelope, queue)
 
+    def keep(self, envelope: Envelope, queue: str | None = None) -> int:
+        self.journal.append(f"send to {self.name}")
+        return super().keep(envelope, queue)
+
     def ack_many(self, received: Sequence[Received]) -> None:
         self.journal.extend(f"ack on {self.name}" for _ in received)
         super().ack_many(received)
@@ -92,6 +97,11 @@ class Unreachable(MemoryTransport):
         if self.down:
             raise ConnectionLost("the failure store is unreachable")
         return super().send(envelope, queue)
+
+    def keep(self, envelope: Envelope, queue: str | None = None) -> int:
+        if self.down:
+            raise ConnectionLost("the failure store is unreachable")
+        return super().keep(envelope, queue)
 
 
 @pytest.fixture
@@ -148,7 +158,11 @@ def test_bad_input_ends_in_the_invalid_transport_and_the_worker_goes_on(
     assert kept.error is not None
     assert kept.error.short_class in {"MessageDecodingFailed", "ValidationFailed"}
     assert kept.error.message == kept.message.reason
-    assert kept.id == headers.get(Headers.ID, kept.id)
+    # The record's id is the claimed id and a digest, not the claimed id alone.
+    claimed = headers.get(Headers.ID)
+    assert kept.id != claimed
+    if claimed:
+        assert kept.id.startswith(f"{claimed}.")
     assert memory(bus, "failed").list() == []
     assert jobs.stats() == [empty("jobs")]  # the original was acknowledged
     assert (worker.handled, worker.failed) == (2, 1)
@@ -313,3 +327,17 @@ def test_the_invalid_transport_defaults_to_the_failure_transport(
     assert (bus.failure_transport, bus.invalid_transport) == ("failed", "failed")
     bus.set_dead_letters("f2", "i2")
     assert (bus.failure_transport, bus.invalid_transport) == ("f2", "i2")
+
+
+def test_a_records_id_follows_the_physical_message() -> None:
+    headers = {Headers.ID: "claimed-1", Headers.TYPE: "x"}
+    # The broker's key for the message decides: a redelivered copy replaces
+    # its record, while identical bytes sent twice are two records.
+    assert record_id("q", headers, "row-1") == record_id("q", headers, "row-1")
+    assert record_id("q", headers, "row-1") != record_id("q", headers, "row-2")
+    assert record_id("q", headers, "row-1") != record_id("other", headers, "row-1")
+    # Without one, every record is new.
+    assert record_id("q", headers) != record_id("q", headers)
+    assert record_id("q", headers, "row-1").startswith("claimed-1.")
+    hostile = {Headers.ID: "../../x\n<script>"}
+    assert len(record_id("q", hostile)) == 32  # a claim that is not plain is left out

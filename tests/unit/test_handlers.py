@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from courier import ConfigurationError, Envelope, Event, HandlerFailed, Message, handler
+from courier import (
+    ConfigurationError,
+    Envelope,
+    Event,
+    HandlerFailed,
+    Message,
+    UnrecoverableError,
+    handler,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -180,5 +188,6 @@ def test_a_handler_returning_something_else_fails(make_bus: Callable[..., Bus]) 
     with pytest.raises(HandlerFailed) as caught:
         bus.dispatch(SendEmail(to="a"))
     [inner] = caught.value.errors
-    assert isinstance(inner, ConfigurationError)
+    # A programming error: unrecoverable, so a worker dead-letters it at once.
+    assert isinstance(inner, UnrecoverableError)
     assert "returned str" in str(inner)

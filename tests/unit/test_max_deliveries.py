@@ -1,4 +1,7 @@
-"""A message the broker keeps handing out is dead-lettered before its handler runs again."""
+"""Without a status store, the broker's delivery count alone decides (the fallback).
+
+With one, worker deaths decide: see test_poison.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from courier import (
 )
 from courier.middleware.max_deliveries import DEFAULT_MAX_DELIVERIES, MaxDeliveriesMiddleware
 from courier.middleware.retry import RetryStrategy
+from courier.poison import PoisonGuard
 from courier.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
@@ -59,9 +63,9 @@ def memory(bus: Bus, name: str) -> MemoryTransport:
 
 def test_default_and_bounds() -> None:
     assert DEFAULT_MAX_DELIVERIES == 10
-    assert MaxDeliveriesMiddleware().max_deliveries == 10
+    assert PoisonGuard(lambda: None).max_deliveries == 10
     with pytest.raises(ConfigurationError, match="at least 1"):
-        MaxDeliveriesMiddleware(0)
+        PoisonGuard(lambda: None, 0)
 
 
 def test_past_the_limit_it_is_dead_lettered_before_the_handler_runs(
@@ -165,7 +169,8 @@ def test_the_middleware_alone() -> None:
 
     envelope = Envelope(Crash(n=1))
     # Without a delivery (dispatch side) there is nothing to count.
-    assert MaxDeliveriesMiddleware(1).handle(envelope, following) is envelope
+    middleware = MaxDeliveriesMiddleware(PoisonGuard(lambda: None, 1))
+    assert middleware.handle(envelope, following) is envelope
     assert calls == [envelope]
     # Unrecoverable: the retry middleware never retries it.
     assert issubclass(DeliveryLimitExceeded, UnrecoverableError)

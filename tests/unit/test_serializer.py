@@ -225,7 +225,7 @@ def test_the_record_of_an_oversized_body_can_be_read_back() -> None:
     # larger than they were: reading the record must not refuse it.
     registry = MessageRegistry()
     registry.register(InvalidMessage)
-    serializer = JsonSerializer(registry, max_body=1024)
+    serializer = JsonSerializer(registry, max_body=1024, internal=True)
     refused = b"\xff" + b"x" * 1500
     record = InvalidMessage(
         body=refused, headers={}, reason="too large", transport="jobs", queue="jobs"

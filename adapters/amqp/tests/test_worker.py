@@ -67,7 +67,8 @@ def test_raw_bad_bytes_end_in_the_invalid_transport_and_the_worker_goes_on(janit
     assert handled == [1, 2, 3]
     invalid = bus.transport("invalid")
     assert isinstance(invalid, MemoryTransport)
-    kept = {envelope.id: envelope for envelope in invalid.list()}
+    # A record's id starts with the id the bytes claimed.
+    kept = {envelope.id.split(".")[0]: envelope for envelope in invalid.list()}
     assert set(kept) == {"truncated", "unknown", "invalid"}
     reasons = {}
     for message_id, envelope in kept.items():

@@ -31,7 +31,7 @@ from courier.dead_letters import InvalidMessage
 from courier.envelope import ErrorDetails
 from courier.errors import MessageDecodingFailed, ValidationFailed
 from courier.serializer import Headers
-from courier.transports.base import Listable, Transport
+from courier.transports.base import Listable, Transport, kept_count, subscription_queue
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -120,6 +120,7 @@ class Stored:
             "error_class": self.error.error_class,
             "error_message": self.error.message,
             "failed_at": timestamp(self.failed_at),
+            "kept": kept_count(self.envelope),
         }
 
 
@@ -233,8 +234,21 @@ def retry_one(bus: Bus, item: Stored, to: str | None, console: Console) -> bool:
             return False
     origin, queue = item.origin
     target = to or origin or ""
+    if target not in bus.transports:
+        known = ", ".join(sorted(bus.transports))
+        raise fail(
+            f"{item.id} failed on transport {escape(target, limit=80)!r}, which this "
+            f"configuration does not have (configured: {known}); send it elsewhere with --to",
+            exit_codes.NOT_FOUND,
+        )
     transport = bus.transport(target)
     queue = queue if target == origin else None
+    if queue is not None and queue != transport.queue and queue not in served_queues(bus, target):
+        raise fail(
+            f"{item.id} names queue {escape(queue, limit=80)!r}, which transport {target!r} "
+            "does not serve in this configuration; send it with --to",
+            exit_codes.USAGE,
+        )
     fresh = envelope.with_(
         attempt=1, error=None, delay=0.0, transport_message_id=None, received=None
     )
@@ -246,13 +260,20 @@ def retry_one(bus: Bus, item: Stored, to: str | None, console: Console) -> bool:
     return True
 
 
+def served_queues(bus: Bus, transport: str) -> set[str]:
+    """The queues a worker of ``transport`` may consume, subscription queues included."""
+    queues, topics = bus.layout(transport)
+    served = set(queues)
+    for topic, names in topics.items():
+        served.update(subscription_queue(topic, name) for name in names)
+    return served
+
+
 def keep_with_reason(
     item: Stored, invalid: InvalidMessage, error: MessageDecodingFailed | ValidationFailed
 ) -> None:
     """Replace an invalid message's record by one with the reason it fails for now."""
     message = invalid.model_copy(update={"reason": str(error)})
     details = ErrorDetails.from_exception(error, transport=invalid.transport, queue=invalid.queue)
-    # Sent first, so the message is never missing from the store; ``remove``
-    # takes the oldest waiting copy with this id, which is the old one.
-    item.store.transport.send(item.envelope.with_(message=message, error=details, received=None))
-    item.store.listing.remove(item.id)
+    # In place: the store replaces the record of this id, never drops it first.
+    item.store.listing.keep(item.envelope.with_(message=message, error=details, received=None))

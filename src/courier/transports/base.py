@@ -24,7 +24,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from courier.envelope import Envelope
 from courier.errors import (
@@ -35,6 +35,8 @@ from courier.errors import (
     ValidationFailed,
 )
 from courier.serializer import Headers, Serializer
+
+ErrorT = TypeVar("ErrorT", bound=BaseException)
 
 #: The header in which :meth:`Listable.keep` counts the writes of one id.
 KEPT_HEADER = Headers.KEPT
@@ -50,6 +52,7 @@ __all__ = [
     "Transport",
     "Unacked",
     "body_limit",
+    "detached",
     "kept_count",
     "subscription_queue",
 ]
@@ -381,6 +384,16 @@ class Transport(ABC):
         back with a raised delivery count, more than the worker will handle.
         """
 
+    def message_key(self, received: Received) -> str | None:
+        """What names this physical message on the broker across redeliveries, if anything.
+
+        A row id, a stream entry id, a job id: the record of undecodable
+        bytes is keyed by it, so a copy redelivered after a worker died
+        replaces its record while identical bytes sent twice stay two
+        records. None (the default) keys the record by the bytes themselves.
+        """
+        return None
+
     def keepalive_interval(self) -> float | None:
         """How often a worker should ``renew`` what it holds; None: never."""
         return None
@@ -457,7 +470,7 @@ class Transport(ABC):
         except (MessageDecodingFailed, ValidationFailed) as error:
             received.raw = body
             received.raw_headers = dict(headers)
-            received.error = error
+            received.error = detached(error)
             return received
         if transport_message_id is not None:
             envelope = envelope.with_(transport_message_id=transport_message_id)
@@ -466,6 +479,21 @@ class Transport(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} queue={self.queue!r}>"
+
+
+def detached(error: ErrorT) -> ErrorT:
+    """``error`` as data: without the traceback and chained errors it was raised with.
+
+    A caught decoding error's traceback holds the frames that held the raw
+    body, and the Received that keeps the error is in those frames: a cycle
+    that only the cyclic garbage collector frees, whenever it happens to
+    run. A worker fed large undecodable bodies would grow by one body per
+    message until then.
+    """
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error
 
 
 def kept_count(envelope: Envelope | None) -> int:

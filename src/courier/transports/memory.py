@@ -341,6 +341,12 @@ class MemoryTransport(Transport):
             if entry is not None:
                 self._give_back(entry)
 
+    def message_key(self, received: Received) -> str | None:
+        """The entry's sequence number, for as long as it is held."""
+        with self._lock:
+            entry = self._in_flight.get(received.handle)
+        return None if entry is None else f"entry-{entry.seq}"
+
     def close(self) -> None:
         """Give back what this transport still holds, as a broker does when a consumer leaves."""
         with self._lock:

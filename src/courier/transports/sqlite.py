@@ -331,8 +331,23 @@ class SqliteTransport(Transport):
             changed = connection.execute(
                 sql.RENEW, (time.time(), self.lease, *received.handle)
             ).rowcount
-        if not changed:
-            logger.warning("the lease on %r was lost: another worker may have it", received)
+            if changed:
+                return
+            # Not ours any more. Only a claim by someone else is worth a warning:
+            # a row that is gone or waiting again was settled (by this worker).
+            row = connection.execute(sql.HOLDER, (received.handle[0],)).fetchone()
+        if row is not None and row[0] == sql.CLAIMED and row[1] != received.handle[1]:
+            logger.warning(
+                "the lease on %r ran out and another worker claimed it: it may run twice",
+                received,
+            )
+        else:
+            logger.debug("not renewing %r: it was settled meanwhile", received)
+
+    def message_key(self, received: Received) -> str | None:
+        """The row id: it stays with the message through every claim."""
+        handle = received.handle
+        return f"row-{handle[0]}" if isinstance(handle, tuple) else None
 
     def keepalive_interval(self) -> float:
         """Renew three times per lease, so one late renewal never loses it."""

@@ -53,6 +53,7 @@ __all__ = [
     "DEAD",
     "DELAYED",
     "FIND",
+    "HOLDER",
     "INSERT",
     "LIST",
     "PROMOTE",
@@ -160,6 +161,9 @@ RENEW = (
     "UPDATE courier_messages SET state = 2, available_at = ?1 + coalesce(lease, ?2)"
     " WHERE id = ?3 AND token = ?4 AND state IN (0, 2)"
 )
+
+#: Who holds a row now, when a renewal found it was not this claim's any more.
+HOLDER = "SELECT state, token FROM courier_messages WHERE id = ?"
 
 STATS_READY = (
     "SELECT count(*) FROM courier_messages INDEXED BY courier_ready WHERE queue = ? AND state = 0"
