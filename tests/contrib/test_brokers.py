@@ -230,22 +230,40 @@ def test_an_unknown_broker_is_refused_with_the_known_names(session_brokers: Brok
         session_brokers.dsn("kafka")
 
 
-def test_the_fixture_fails_the_test_with_one_line(
+def test_the_fixture_gives_a_test_the_dsn_it_names_or_fails_with_one_line(
     pytester: pytest.Pytester, nowhere: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("COURIER_TEST_SQS_URL", raising=False)
+    monkeypatch.setenv("COURIER_TEST_REDIS_URL", "redis://redis.test:6379/0")
     pytester.makepyfile(
-        test_needs_sqs="""
-            def test_needs_sqs(courier_broker):
-                courier_broker("sqs")
+        test_brokers="""
+            import pytest
 
-            def test_sqlite(courier_broker):
-                assert courier_broker("sqlite").startswith("sqlite:///")
+            @pytest.mark.courier_broker("sqs")
+            def test_needs_sqs(courier_broker):
+                pass
+
+            @pytest.mark.parametrize("courier_broker", ["sqlite", "redis"], indirect=True)
+            def test_parametrized(courier_broker, tmp_path):
+                assert courier_broker in (
+                    f"sqlite:///{tmp_path / 'courier.db'}",
+                    "redis://redis.test:6379/0",
+                )
+
+            def test_unnamed(courier_broker):
+                pass
+
+            def test_factory(courier_brokers):
+                assert courier_brokers.dsn("redis") == "redis://redis.test:6379/0"
         """
     )
-    result = pytester.runpytest("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
-        ["courier_broker('sqs'): SQS (LocalStack) not found: set COURIER_TEST_SQS_URL, *"]
+        [
+            "courier_broker('sqs'): SQS (LocalStack) not found: set COURIER_TEST_SQS_URL, *",
+            "courier_broker: name the broker, e.g. @pytest.mark.courier_broker('rabbitmq') or *",
+        ],
+        consecutive=False,
     )
-    assert "def dsn" not in result.stdout.str()  # no traceback into the plugin
+    assert "def courier_broker" not in result.stdout.str()  # one line, no traceback

@@ -48,14 +48,6 @@ def django_site() -> Iterator[None]:
         sys.path.remove(str(SITE))
 
 
-@pytest.fixture
-def courier_app() -> Any:
-    """The pytest plugin's ``courier_bus`` swaps the project's bus."""
-    from courier.contrib.django import get_bus
-
-    return get_bus()
-
-
 def unique_email() -> str:
     return f"{uuid.uuid4().hex[:8]}@example.com"
 
@@ -131,7 +123,7 @@ def test_a_rolled_back_transaction_dispatches_nothing(email_dsn: str, tmp_path: 
 
     client = Client(raise_request_exception=False)
     with courier_settings(email_dsn, tmp_path):
-        for how in ("helper", "bus", "many"):
+        for how in ("helper", "bus", "project", "many"):
             response = client.post(f"/signup/?fail=1&how={how}", {"email": unique_email()})
             assert response.status_code == 500
         [stats] = get_bus().transport("email").stats()
@@ -139,6 +131,7 @@ def test_a_rolled_back_transaction_dispatches_nothing(email_dsn: str, tmp_path: 
 
 
 # -- on_commit, in detail (on memory, through the pytest plugin) ---------------------
+# courier_bus finds the project's bus by itself: courier.contrib.django is installed.
 
 
 def test_a_dispatch_inside_atomic_waits_for_the_commit(courier_bus: Any) -> None:

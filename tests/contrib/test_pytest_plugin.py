@@ -8,6 +8,7 @@ appears afterwards shows the tests ran on memory.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import uuid
 
@@ -343,7 +344,11 @@ def test_the_bus_can_be_named_in_the_ini_file_or_by_overriding_courier_app(
     assert not (pytester.path / "courier.db").exists()
 
 
-def test_without_an_app_the_fixture_says_how_to_name_one(pytester: pytest.Pytester) -> None:
+def test_without_an_app_the_fixture_says_how_to_name_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a Django project either (test_django.py may have set one up in this process).
+    monkeypatch.delitem(sys.modules, "courier.contrib.django.project", raising=False)
     pytester.makepyfile(
         test_lost="""
             def test_lost(courier_bus):

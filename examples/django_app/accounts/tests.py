@@ -30,19 +30,19 @@ class SignupTests(TestCase):
         return response.status_code
 
     def test_a_signup_is_welcomed_by_the_worker(self) -> None:
-        self.assertEqual(self.signup("ada@example.com", "ada"), 202)
+        assert self.signup("ada@example.com", "ada") == 202
         signup = Signup.objects.get(email="ada@example.com")
         self.courier.assert_dispatched(SendWelcomeEmail, signup_id=signup.pk)
 
         self.courier.drain()
 
         signup.refresh_from_db()
-        self.assertIsNotNone(signup.welcomed_at)
-        self.assertEqual(len(list(self.outbox.glob("*.eml"))), 1)
+        assert signup.welcomed_at is not None
+        assert len(list(self.outbox.glob("*.eml"))) == 1
 
     def test_a_rolled_back_signup_sends_nothing(self) -> None:
-        self.assertEqual(self.signup("ada@example.com", "ada"), 202)
-        self.assertEqual(self.signup("grace@example.com", "ada"), 409)  # username taken
+        assert self.signup("ada@example.com", "ada") == 202
+        assert self.signup("grace@example.com", "ada") == 409  # username taken
 
-        self.assertEqual(len(self.courier.dispatched(SendWelcomeEmail)), 1)
-        self.assertFalse(Signup.objects.filter(email="grace@example.com").exists())
+        assert len(self.courier.dispatched(SendWelcomeEmail)) == 1
+        assert not Signup.objects.filter(email="grace@example.com").exists()

@@ -4,7 +4,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.messages import SendWelcomeEmail
 from accounts.models import Signup
-from courier.contrib.django import dispatch
+from courier.contrib.django import bus
 
 
 @require_POST
@@ -18,7 +18,7 @@ def signup(request: HttpRequest) -> JsonResponse:
             signup = Signup.objects.create(email=email)
             # Sent when the transaction commits: never for a rolled-back signup,
             # and the worker always finds the row.
-            envelope = dispatch(SendWelcomeEmail(signup_id=signup.pk))
+            envelope = bus.dispatch(SendWelcomeEmail(signup_id=signup.pk))
             signup.username = username
             signup.save(update_fields=["username"])  # a taken username rolls it all back
     except IntegrityError:

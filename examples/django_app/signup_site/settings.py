@@ -5,7 +5,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = "example-only-not-secret"  # noqa: S105 - an example, never deployed
+SECRET_KEY = "example-only-not-secret"  # an example, never deployed
 DEBUG = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 

@@ -1,5 +1,4 @@
-from django.urls import path
-
 from accounts import views
+from django.urls import path
 
 urlpatterns = [path("signup/", views.signup, name="signup")]

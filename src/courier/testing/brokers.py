@@ -1,6 +1,7 @@
 """Real brokers for a project's own tests: a DSN for each named broker.
 
-``courier_broker("rabbitmq")`` finds one, in this order:
+The ``courier_broker`` fixture (``@pytest.mark.courier_broker("rabbitmq")``)
+finds one, in this order:
 
 1. the environment variable that names it (``COURIER_TEST_AMQP_URL``, ...),
    as courier's own tests do, so CI can point every test at its services;

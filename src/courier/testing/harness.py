@@ -19,6 +19,7 @@ traceback of the bug rather than a silent dead letter.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -242,10 +243,14 @@ class CourierTestBus:
 
 
 def resolve_bus(app: Bus | str | None) -> Bus:
-    """The bus named by ``courier_app``: itself, an import string, or the configuration's app.
+    """The bus named by ``courier_app``: itself, an import string, or the project's.
 
-    An import string is resolved as ``app =`` in courier.toml is (a
-    factory is called); a bus without transports gets the configuration's.
+    Without one: ``app =`` of courier.toml (``[tool.courier]``,
+    ``COURIER_APP``), else a Django project's bus when
+    ``courier.contrib.django`` is installed and Django is set up (looked
+    up, never imported: the plugin imports no framework). An import string
+    is resolved as ``app =`` is (a factory is called); a bus without
+    transports gets the configuration's.
     """
     if isinstance(app, Bus):
         return app
@@ -256,6 +261,9 @@ def resolve_bus(app: Bus | str | None) -> Bus:
     settings, file = load_settings()
     target = app or settings.app
     if target is None:
+        django_bus = _django_project_bus()
+        if django_bus is not None:
+            return django_bus
         raise ConfigurationError(
             "which bus is the app's? set app = 'module:bus' in courier.toml, "
             "courier_app = module:bus in pytest's ini options, or override the courier_app fixture"
@@ -263,4 +271,16 @@ def resolve_bus(app: Bus | str | None) -> Bus:
     bus = load_app(target, file.parent if file is not None else Path.cwd())
     if not bus.transports:
         build_bus(settings, bus)
+    return bus
+
+
+def _django_project_bus() -> Bus | None:
+    """The Django project's bus, if courier.contrib.django is installed in a set-up Django."""
+    project = sys.modules.get("courier.contrib.django.project")
+    registry = getattr(sys.modules.get("django.apps"), "apps", None)
+    if project is None or registry is None or not registry.ready:
+        return None
+    if not registry.is_installed("courier.contrib.django"):
+        return None
+    bus: Bus = project.get_bus()
     return bus

@@ -7,15 +7,22 @@
     back after the test.
 ``courier_app``
     Which bus that is. By default the ``courier_app`` ini option
-    (``module:bus``), else ``app =`` in courier.toml / ``[tool.courier]`` /
-    ``COURIER_APP``. Override the fixture to return the bus yourself.
+    (``module:bus``), else ``app =`` in courier.toml / ``[tool.courier]``
+    / ``COURIER_APP``, else a Django project's (``courier.contrib.django``,
+    once Django is set up). Override the fixture to return the bus
+    yourself.
 ``courier_serialize``
     Whether the memory transports serialize (the ``courier_serialize`` ini
     option, true by default); override it per module or per test.
 ``courier_broker``
-    ``courier_broker("rabbitmq")`` -> a DSN of a real broker, from an
-    environment variable, a local service, or testcontainers; see
+    The DSN of a real broker, named by indirect parametrization
+    (``@pytest.mark.parametrize("courier_broker", ["rabbitmq"],
+    indirect=True)``) or a mark (``@pytest.mark.courier_broker("redis")``):
+    from an environment variable, a local service, or testcontainers; see
     :mod:`courier.testing.brokers`.
+``courier_brokers``
+    The session's brokers: ``courier_brokers.dsn("rabbitmq")``, for
+    fixtures of your own.
 
 Nothing is imported until a test asks for one of them, so a session that
 never does pays nothing, and no web framework is ever imported.
@@ -23,14 +30,24 @@ never does pays nothing, and no web framework is ever imported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from courier.bus import Bus
+    from courier.testing.brokers import Brokers
     from courier.testing.harness import CourierTestBus
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "courier_broker(name): the broker the courier_broker fixture gives this test "
+        "(rabbitmq, redis, sqs, stomp, beanstalk, sqlite)",
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,20 +92,38 @@ def courier_bus(courier_app: Bus | str | None, courier_serialize: bool) -> Itera
 
 
 @pytest.fixture(scope="session")
-def courier_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
-    """``courier_broker("rabbitmq")``: a real broker's DSN; see :mod:`courier.testing.brokers`."""
-    from courier.testing.brokers import Brokers, BrokerUnavailable
+def courier_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
+    """The brokers of this session; containers it started stop at its end."""
+    from courier.testing.brokers import Brokers
 
     brokers = Brokers(tmp_path_factory.mktemp("courier-brokers"))
-
-    def dsn(name: str) -> str:
-        __tracebackhide__ = True
-        try:
-            return brokers.dsn(name)
-        except BrokerUnavailable as error:
-            pytest.fail(str(error), pytrace=False)
-
     try:
-        yield dsn
+        yield brokers
     finally:
         brokers.close()
+
+
+@pytest.fixture
+def courier_broker(request: pytest.FixtureRequest, courier_brokers: Brokers, tmp_path: Path) -> str:
+    """The DSN of the broker this test names; see :mod:`courier.testing.brokers`.
+
+    ``sqlite`` is a new file in the test's own ``tmp_path``.
+    """
+    from courier.testing.brokers import BrokerUnavailable
+
+    name = getattr(request, "param", None)
+    if name is None:
+        marker = request.node.get_closest_marker("courier_broker")
+        name = marker.args[0] if marker is not None and marker.args else None
+    if not isinstance(name, str):
+        pytest.fail(
+            "courier_broker: name the broker, e.g. @pytest.mark.courier_broker('rabbitmq') or "
+            "@pytest.mark.parametrize('courier_broker', ['rabbitmq'], indirect=True)",
+            pytrace=False,
+        )
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'courier.db'}"
+    try:
+        return courier_brokers.dsn(name)
+    except BrokerUnavailable as error:
+        pytest.fail(str(error), pytrace=False)

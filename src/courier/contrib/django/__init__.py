@@ -13,9 +13,11 @@
     def send_email(message: SendEmail) -> None: ...
 
     # accounts/views.py
+    from courier.contrib.django import bus
+
     with transaction.atomic():
         user = User.objects.create(email=email)
-        dispatch(SendEmail(to=email))          # sent when the transaction commits
+        bus.dispatch(SendEmail(to=email))      # sent when the transaction commits
 
     $ python manage.py courier consume email
 
@@ -26,6 +28,27 @@ transaction it is sent at once, and ``dispatch(..., on_commit=False)`` or
 ``with immediately():`` sends at once inside one too.
 """
 
-from courier.contrib.django.bus import dispatch, get_bus, immediately, reset_bus
+from typing import Any, cast
 
-__all__ = ["dispatch", "get_bus", "immediately", "reset_bus"]
+from courier.bus import Bus
+from courier.contrib.django.project import dispatch, get_bus, immediately, reset_bus
+
+__all__ = ["bus", "dispatch", "get_bus", "immediately", "reset_bus"]
+
+
+class _ProjectBus:
+    """The project's bus, looked up on every use, as ``django.db.connection`` is.
+
+    So ``from courier.contrib.django import bus`` at the top of a module
+    keeps working after ``override_settings(COURIER=...)`` rebuilt the bus.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_bus(), name)
+
+    def __repr__(self) -> str:
+        return f"<project bus: {get_bus()!r}>"
+
+
+#: The project's :class:`~courier.bus.Bus` (see :func:`get_bus`).
+bus = cast(Bus, _ProjectBus())

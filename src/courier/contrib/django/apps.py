@@ -27,10 +27,10 @@ class CourierConfig(AppConfig):  # type: ignore[misc]
     default = True
 
     def ready(self) -> None:
-        from courier.contrib.django import bus
+        from courier.contrib.django import project
 
-        setting_changed.connect(bus.on_setting_changed, dispatch_uid="courier.contrib.django")
+        setting_changed.connect(project.on_setting_changed, dispatch_uid="courier.contrib.django")
         try:
-            bus.autodiscover()
+            project.autodiscover()
         except ConfigurationError as error:
             raise ImproperlyConfigured(str(error)) from None

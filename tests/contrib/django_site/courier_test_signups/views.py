@@ -1,9 +1,9 @@
-"""``POST /signup/?how=helper|bus|immediately&fail=1``: every way to dispatch from a view."""
+"""``POST /signup/?how=helper|bus|project|many|immediately&fail=1``: every way to dispatch."""
 
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
-from courier.contrib.django import dispatch, get_bus
+from courier.contrib.django import bus, dispatch, get_bus
 from courier_test_signups.messages import Welcome
 from courier_test_signups.models import Signup
 
@@ -14,6 +14,8 @@ def signup(request: HttpRequest) -> JsonResponse:
     with transaction.atomic():
         Signup.objects.create(email=email)
         if how == "bus":
+            envelope = bus.dispatch(Welcome(email=email))
+        elif how == "project":
             envelope = get_bus().dispatch(Welcome(email=email))
         elif how == "many":
             [envelope, _] = get_bus().dispatch_many([Welcome(email=email), Welcome(email=email)])

@@ -27,12 +27,12 @@ from django.core.management.base import (  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
 from courier.contrib._cli import framework_group
-from courier.contrib.django.bus import get_bus
+from courier.contrib.django.project import get_bus
 
 __all__ = ["Command"]
 
 #: Where courier's command line finds the bus: the project's.
-APP = "courier.contrib.django.bus:get_bus"
+APP = "courier.contrib.django.project:get_bus"
 
 HELP = "courier's commands (consume, failed, stats, setup, debug, dispatch) on this project."
 
