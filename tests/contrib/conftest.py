@@ -23,10 +23,13 @@ import pytest
 from courier.testing.services import env, require_tcp
 from courier.transports.dsn import Dsn
 
-pytest_plugins = ["pytester"]
-
 
 def pytest_configure(config: pytest.Config) -> None:
+    # pytester runs the plugin's own test sessions. ``pytest_plugins = ["pytester"]``
+    # is refused in a conftest below the root one (pytest would load it for the whole
+    # suite anyway), so load it here, once, the same way.
+    if not config.pluginmanager.has_plugin("pytester"):
+        config.pluginmanager.import_plugin("pytester")
     # Starlette 1.x asks for httpx2 under its TestClient; FastAPI's TestClient is
     # still what FastAPI documents. Import TestClient inside tests, where this applies.
     config.addinivalue_line(
