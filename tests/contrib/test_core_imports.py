@@ -2,7 +2,8 @@
 
 Checked in a fresh interpreter, as a user without Django, Flask or FastAPI
 runs courier: import the package and every module outside
-``courier.contrib``, run ``courier`` commands, then look at ``sys.modules``.
+``courier.contrib`` (the pytest plugin and its fixtures' modules included),
+run ``courier`` commands, then look at ``sys.modules``.
 """
 
 from __future__ import annotations

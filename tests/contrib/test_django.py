@@ -351,12 +351,15 @@ def test_manage_py_courier_is_courier_s_command_line(
     assert "Usage: manage.py courier [OPTIONS] COMMAND" in capsys.readouterr().out
 
 
-def test_a_bad_courier_setting_stops_manage_py_with_one_line(site: Any) -> None:
-    site.env["COURIER_TRANSPORTS__EMAIL"] = "amqq://localhost"
-    result = site.run("python", "-m", "django", "check", check=False)
-    assert result.returncode != 0
-    [last] = result.stderr.strip().splitlines()[-1:]
-    assert last.startswith(
-        "django.core.exceptions.ImproperlyConfigured: settings.COURIER: "
-        "transports.email: transport 'email': no transport for scheme 'amqq' (known: amqp, "
+def test_a_bad_courier_setting_stops_django_at_startup_with_one_line() -> None:
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    bad = {"transports": {"email": "amqq://localhost"}}
+    with override_settings(COURIER=bad), pytest.raises(ImproperlyConfigured) as raised:
+        apps.get_app_config("courier").ready()  # what django.setup() runs
+    assert str(raised.value).startswith(
+        "settings.COURIER: transports.email: transport 'email': "
+        "no transport for scheme 'amqq' (known: amqp, "
     )

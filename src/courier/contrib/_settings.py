@@ -22,7 +22,7 @@ from courier.bus import Bus
 from courier.config import CourierSettings, build_bus
 from courier.errors import ConfigurationError
 
-__all__ = ["bus_from_config", "bus_from_mapping", "settings_from_mapping"]
+__all__ = ["bus_from_config", "bus_from_mapping", "bus_from_settings", "settings_from_mapping"]
 
 
 def settings_from_mapping(data: Mapping[str, Any] | None, where: str) -> CourierSettings:
@@ -42,13 +42,17 @@ def settings_from_mapping(data: Mapping[str, Any] | None, where: str) -> Courier
 
 
 def bus_from_mapping(data: Mapping[str, Any] | None, where: str, bus: Bus | None = None) -> Bus:
-    """The app's bus, configured from ``data``.
+    """The app's bus, configured from ``data`` (see :func:`bus_from_settings`)."""
+    return bus_from_settings(settings_from_mapping(data, where), where, bus)
 
-    ``bus`` (or the one the ``app`` key names) keeps its transports if it
-    has any, as ``courier consume`` does; otherwise the mapping supplies
-    them. Without either, a new bus is built from the mapping alone.
+
+def bus_from_settings(settings: CourierSettings, where: str, bus: Bus | None = None) -> Bus:
+    """The app's bus, configured from ``settings``.
+
+    ``bus`` (or the one the ``app`` setting names) keeps its transports if
+    it has any, as ``courier consume`` does; otherwise the settings supply
+    them. Without either, a new bus is built from the settings alone.
     """
-    settings = settings_from_mapping(data, where)
     try:
         if bus is None and settings.app is not None:
             # Imported here: the command line's loader, not the command line.

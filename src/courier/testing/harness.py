@@ -184,11 +184,11 @@ class CourierTestBus:
         __tracebackhide__ = True
         result = DrainResult()
         count = 0
-        sources = self._sources()
         busy = True
         while busy:
             busy = False
-            for transport, queues in sources:
+            # Again each round: a handler may have registered a type (and so a queue).
+            for transport, queues in self._sources():
                 for received in transport.receive(queues, max=100, timeout=0.0):
                     busy = True
                     count += 1

@@ -21,7 +21,7 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.utils.module_loading import module_has_submodule  # type: ignore[import-untyped]
 
 from courier.bus import Bus
-from courier.contrib._settings import bus_from_mapping
+from courier.contrib._settings import bus_from_settings, settings_from_mapping
 from courier.contrib.django.middleware import DjangoMiddleware, dispatch_policy
 from courier.envelope import Envelope
 from courier.message import Message
@@ -62,9 +62,10 @@ def get_bus() -> Bus:
 
 def _build() -> None:
     global _bus, _owned
-    data = getattr(settings, "COURIER", None)
-    owned = not (isinstance(data, dict) and data.get("app"))
-    bus = bus_from_mapping(data, "settings.COURIER")
+    where = "settings.COURIER"
+    courier_settings = settings_from_mapping(getattr(settings, "COURIER", None), where)
+    owned = courier_settings.app is None
+    bus = bus_from_settings(courier_settings, where)
     bus.register(*_handler_modules)
     if bus not in _prepared:
         bus.use(DjangoMiddleware(bus))

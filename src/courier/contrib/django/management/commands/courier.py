@@ -27,7 +27,7 @@ from django.core.management.base import (  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
 from courier.contrib._cli import framework_group
-from courier.contrib.django.project import get_bus
+from courier.contrib.django.project import reset_bus
 
 __all__ = ["Command"]
 
@@ -73,7 +73,7 @@ class Command(BaseCommand):  # type: ignore[misc]
             _group().main(args=_without_django_options(argv[2:]), prog_name=prog_name)
         finally:
             # The process ends here: let the broker see a clean goodbye.
-            get_bus().close()
+            reset_bus()
             connections.close_all()
 
     def handle(self, *args: str, **options: Any) -> None:
