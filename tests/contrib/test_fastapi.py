@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar
 import anyio
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 
 from courier import Bus, Envelope, Message
 from courier.contrib.fastapi import AsyncBus, Courier, CourierBus, get_bus
@@ -123,6 +123,21 @@ def test_the_lifespan_opens_the_bus_and_closes_its_transports() -> None:
         assert len(opened) == round_
         assert opened[-1].transport("jobs").closed
         assert not hasattr(app.state, "courier")
+
+
+def test_a_websocket_endpoint_gets_the_bus_too() -> None:
+    bus = slow_bus()
+    app = FastAPI(lifespan=Courier(bus).lifespan)
+
+    @app.websocket("/pings")
+    async def pings(websocket: WebSocket, bus: CourierBus) -> None:
+        await websocket.accept()
+        envelope = await bus.dispatch(Ping(n=await websocket.receive_json()))
+        await websocket.send_text(envelope.id)
+
+    with TestClient(app) as client, client.websocket_connect("/pings") as websocket:
+        websocket.send_json(5)
+        assert websocket.receive_text() == bus.transport("jobs").sent[0].id  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio

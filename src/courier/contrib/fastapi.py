@@ -28,8 +28,9 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, Request
+from fastapi import Depends
 from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
 
 from courier.bus import Bus
 from courier.contrib._settings import bus_from_config
@@ -127,9 +128,12 @@ class Courier:
             await anyio.to_thread.run_sync(bus.close)
 
 
-def get_bus(request: Request) -> AsyncBus:
-    """The dependency: the app's :class:`AsyncBus`, opened by :meth:`Courier.lifespan`."""
-    bus = getattr(request.state, STATE, None) or getattr(request.app.state, STATE, None)
+def get_bus(connection: HTTPConnection) -> AsyncBus:
+    """The dependency: the app's :class:`AsyncBus`, opened by :meth:`Courier.lifespan`.
+
+    For HTTP endpoints and WebSockets alike.
+    """
+    bus = getattr(connection.state, STATE, None) or getattr(connection.app.state, STATE, None)
     if not isinstance(bus, AsyncBus):
         raise RuntimeError(
             "courier's lifespan has not run: create the app with "
