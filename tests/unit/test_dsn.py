@@ -235,3 +235,26 @@ def test_an_unencoded_password_is_refused_without_being_shown(text: str, shown: 
     assert "URL-encode" in message
     assert shown not in message
     assert "zq7" not in message
+
+
+def test_a_host_list_keeps_every_host_in_order_and_masks_the_password() -> None:
+    dsn = Dsn.parse(f"amqp://guest:{quote(PASSWORD, safe='')}@h1:5672,H2:5673,[::1]/vh?queue=q")
+    assert dsn.hosts == (("h1", 5672), ("h2", 5673), ("::1", None))
+    assert (dsn.host, dsn.port, dsn.path) == ("h1", 5672, "/vh")
+    assert dsn.password == PASSWORD
+    assert str(dsn) == "amqp://guest:***@h1:5672,h2:5673,[::1]/vh?queue=q"
+    assert Dsn.parse(dsn.render(reveal=True)) == dsn
+    assert dsn.with_options(prefetch="5").hosts == dsn.hosts
+    assert_no_password(repr(dsn))
+
+
+def test_a_single_host_is_a_list_of_one() -> None:
+    assert Dsn.parse("redis://cache:6379/0").hosts == (("cache", 6379),)
+    assert Dsn.parse("sqlite:///courier.db").hosts == ()
+
+
+@pytest.mark.parametrize("hosts", ["h1:5672,", "h1:5672,:5673", "h1:5672,h2:port"])
+def test_a_bad_host_list_is_one_line_without_the_password(hosts: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid host in its host list") as caught:
+        Dsn.parse(f"amqp://guest:{quote(PASSWORD, safe='')}@{hosts}/vh")
+    assert_no_password(str(caught.value))

@@ -9,6 +9,7 @@ consuming (prefetch, ack multiple, delivery counts) and the I/O thread
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -18,9 +19,17 @@ import pytest
 from courier.envelope import Envelope
 from courier.errors import ConfigurationError, ConnectionLost, PublishNotConfirmed
 from courier.testing.contract import ContractEvent, ContractMessage
+from courier.transports.dsn import Dsn
 from courier_amqp import AmqpTransport
 
 pytestmark = pytest.mark.amqp
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (closed again at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def envelope(n: int = 1, **changes: Any) -> Envelope:
@@ -310,9 +319,54 @@ def test_connection_errors_never_show_the_password(
     transport = janitor.transport(url=url)
     with caplog.at_level(logging.DEBUG), pytest.raises(ConnectionLost) as caught:
         transport.send(envelope(1))
-    assert "ACCESS_REFUSED" in str(caught.value)
+    assert "login refused" in str(caught.value)
     for text in (str(caught.value), repr(transport), caplog.text):
         assert "s3cr3t-wrong-pw" not in text
+
+
+def test_a_refused_connection_says_so_in_a_few_words(janitor: Any) -> None:
+    port = free_port()
+    transport = janitor.transport(url=f"amqp://guest:guest@127.0.0.1:{port}/%2f")
+    with pytest.raises(ConnectionLost) as caught:
+        transport.send(envelope(1))
+    expected = f"cannot connect to RabbitMQ at 127.0.0.1:{port}: connection refused"
+    assert str(caught.value) == expected
+
+
+def test_a_host_list_fails_over_in_order(
+    amqp_url: str, janitor: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = free_port()
+    live = Dsn.parse(amqp_url)
+    url = (
+        f"amqp://{live.username}:{live.password}@127.0.0.1:{closed},"
+        f"{live.host}:{live.port or 5672}{live.path or '/%2f'}"
+    )
+    transport = janitor.transport(url=url)
+    transport.setup()
+    with caplog.at_level(logging.WARNING, logger="courier.amqp"):
+        transport.send(envelope(1))
+    [got] = receive(transport)
+    assert got.envelope.message.n == 1
+    transport.ack(got)
+    assert f"127.0.0.1:{closed}: connection refused" in caplog.text
+    both_closed = f"amqp://guest:guest@127.0.0.1:{closed},127.0.0.1:{free_port()}/%2f"
+    with pytest.raises(ConnectionLost, match=f"127.0.0.1:{closed}: connection refused; "):
+        janitor.transport(url=both_closed).send(envelope(2))
+
+
+def test_classic_queues_with_max_priority_serve_the_most_urgent_first(janitor: Any) -> None:
+    transport = janitor.transport(
+        queue_type="classic", max_priority="9", delay_prefix=f"{janitor.tag}.pdelay"
+    )
+    transport.setup()
+    assert transport.capabilities.priority
+    for n, priority in ((1, 0), (2, 9), (3, 5), (4, 0), (5, 9)):
+        transport.send(envelope(n, priority=priority))
+    got = receive(transport, 5)
+    assert [r.envelope.message.n for r in got] == [2, 5, 3, 1, 4]
+    assert [r.envelope.priority for r in got] == [9, 9, 5, 0, 0]
+    transport.ack_many(got)
 
 
 def test_consuming_a_missing_queue_without_auto_setup_says_so(janitor: Any) -> None:

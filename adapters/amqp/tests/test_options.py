@@ -107,14 +107,14 @@ def test_capabilities_follow_the_options() -> None:
 )
 def test_the_path_is_the_vhost(path: str, vhost: str) -> None:
     made = transport(f"amqp://u:p@broker{path}")
-    params = made._params
+    params = made._params[0]
     assert params.virtual_host == vhost
     assert (params.host, params.port) == ("broker", 5672)
 
 
 def test_connection_parameters() -> None:
     made = transport(heartbeat="7", connect_timeout="3", blocked_timeout="9")
-    params = made._params
+    params = made._params[0]
     assert params.credentials.username == "user"
     assert params.heartbeat == 7
     assert params.socket_timeout == params.stack_timeout == 3
@@ -122,27 +122,27 @@ def test_connection_parameters() -> None:
     assert params.ssl_options is None
     assert params.client_properties["connection_name"].startswith("courier orders ")
     named = transport(connection_name="billing worker 3")
-    assert named._params.client_properties["connection_name"] == "billing worker 3"
+    assert named._params[0].client_properties["connection_name"] == "billing worker 3"
 
 
 def test_the_worker_id_names_the_connection_unless_the_dsn_does() -> None:
     made = transport()
     made.identify("mailer-7")
-    assert made._params.client_properties["connection_name"] == "courier orders mailer-7"
+    assert made._params[0].client_properties["connection_name"] == "courier orders mailer-7"
     named = transport(connection_name="billing worker 3")
     named.identify("mailer-7")
-    assert named._params.client_properties["connection_name"] == "billing worker 3"
+    assert named._params[0].client_properties["connection_name"] == "billing worker 3"
 
 
 def test_amqps_builds_a_verifying_tls_context() -> None:
     made = transport("amqps://u:p@rabbit.example/%2f", tls_server_name="rabbit.internal")
-    params = made._params
+    params = made._params[0]
     assert params.port == 5671
     assert params.ssl_options.server_hostname == "rabbit.internal"
     context = params.ssl_options.context
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
-    lax = transport("amqps://u:p@rabbit.example/%2f", tls_verify="false")._params
+    lax = transport("amqps://u:p@rabbit.example/%2f", tls_verify="false")._params[0]
     assert lax.ssl_options.context.verify_mode is ssl.CERT_NONE
     assert lax.ssl_options.server_hostname == "rabbit.example"
 
@@ -240,3 +240,34 @@ def test_incoming_headers_become_str_and_broker_headers_go() -> None:
     assert incoming_headers(_Properties(None)) == ({}, 1)
     assert incoming_headers(_Properties(None, type="a.b")) == ({"courier-type": "a.b"}, 1)
     assert incoming_headers(_Properties({"x-delivery-count": 0}))[1] == 1
+    options = transport("amqps://u:p@h/%2f?tls_key_password=k3y-pw").options
+    assert options.tls_key_password is not None
+    assert options.tls_key_password.get_secret_value() == "k3y-pw"
+    assert "k3y-pw" not in repr(options)
+    assert "k3y-pw" not in str(options)
+
+
+def test_a_host_list_becomes_one_parameter_set_per_host_in_order() -> None:
+    made = transport("amqp://u:p@h1:5672,h2:5673,h3/vh")
+    assert [(params.host, params.port) for params in made._params] == [
+        ("h1", 5672),
+        ("h2", 5673),
+        ("h3", 5672),
+    ]
+    assert {params.virtual_host for params in made._params} == {"vh"}
+    assert "p@" not in repr(made)
+
+
+def test_priorities_need_a_classic_queue() -> None:
+    with pytest.raises(ConfigurationError, match="max_priority needs queue_type=classic"):
+        transport(max_priority="9")
+    classic = transport(queue_type="classic", max_priority="9")
+    assert classic.capabilities.priority
+    assert classic.topology.queue_arguments("q")["x-max-priority"] == 9
+    assert not transport().capabilities.priority
+
+
+def test_lease_sets_the_heartbeat() -> None:
+    assert transport(lease="10")._params[0].heartbeat == 5
+    with pytest.raises(ConfigurationError, match="lease or heartbeat"):
+        transport(lease="10", heartbeat="3")

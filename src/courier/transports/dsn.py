@@ -11,6 +11,7 @@ than a silently ignored setting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -41,7 +42,17 @@ def _is_secret_option(name: str) -> bool:
 class Dsn:
     """A parsed DSN whose password is kept out of every rendering."""
 
-    __slots__ = ("_password", "_raw_path", "host", "options", "path", "port", "scheme", "username")
+    __slots__ = (
+        "_password",
+        "_raw_path",
+        "host",
+        "hosts",
+        "options",
+        "path",
+        "port",
+        "scheme",
+        "username",
+    )
 
     def __init__(
         self,
@@ -54,12 +65,19 @@ class Dsn:
         path: str = "",
         options: dict[str, str] | None = None,
         raw_path: str | None = None,
+        hosts: Sequence[tuple[str, int | None]] | None = None,
     ) -> None:
         self.scheme = scheme
         self.username = username
         self._password = password
-        self.host = host
-        self.port = port
+        #: Every host of a multi-host DSN (``amqp://u:p@h1:5672,h2:5673/``), in
+        #: the order written, for clients that fail over; ``host`` and ``port``
+        #: are the first.
+        self.hosts: tuple[tuple[str, int | None], ...] = (
+            tuple(hosts) if hosts else (((host, port),) if host else ())
+        )
+        self.host = self.hosts[0][0] if self.hosts else host
+        self.port = self.hosts[0][1] if self.hosts else port
         self.path = path
         # The path as written (``/%2f`` for AMQP's default vhost), for rendering.
         self._raw_path = raw_path
@@ -73,6 +91,7 @@ class Dsn:
                 "a DSN looks like scheme://[user:password@]host[:port]/path?options"
             )
         scheme = text.split("://", 1)[0].lower()
+        text, hosts = _split_hosts(text, scheme)
         try:
             parts = urlsplit(text)
             port = parts.port
@@ -108,6 +127,7 @@ class Dsn:
             path=unquote(parts.path),
             options=options,
             raw_path=parts.path,
+            hosts=hosts or None,
         )
 
     @property
@@ -136,11 +156,9 @@ class Dsn:
             if self._password is not None:
                 auth += ":" + (quote(self._password, safe="") if reveal else MASK)
             auth += "@"
-        host = self.host or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if self.port is not None:
-            host += f":{self.port}"
+        host = ",".join(_netloc(name, port) for name, port in self.hosts) or _netloc(
+            self.host or "", self.port
+        )
         path = self._raw_path if self._raw_path is not None else quote(self.path, safe="/:")
         query = "&".join(
             f"{quote(key, safe='')}="
@@ -181,6 +199,7 @@ class Dsn:
             path=self.path,
             options={**self.options, **options},
             raw_path=self._raw_path,
+            hosts=self.hosts,
         )
 
     def __str__(self) -> str:
@@ -194,3 +213,39 @@ class Dsn:
 
     def __hash__(self) -> int:
         return hash(self.render())
+
+
+def _netloc(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def _split_hosts(text: str, scheme: str) -> tuple[str, list[tuple[str, int | None]]]:
+    """``text`` with only its first host, and every host if it names several.
+
+    ``scheme://user:pass@h1:1,h2:2/path`` is how AMQP and Redis Cluster
+    clients take a list of brokers to try in order; ``urlsplit`` cannot read
+    it, so the host list is cut out here and each host parsed on its own.
+    """
+    rest = text.split("://", 1)[1]
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    netloc = rest if end < 0 else rest[:end]
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return text, []
+    hosts: list[tuple[str, int | None]] = []
+    for item in hostlist.split(","):
+        try:
+            parsed = urlsplit(f"//{item}")
+            name, port = parsed.hostname, parsed.port
+        except ValueError:
+            name = None
+        if not name:
+            raise ConfigurationError(
+                f"the {scheme}:// DSN has an invalid host in its host list "
+                "(host[:port],host[:port])"
+            ) from None
+        hosts.append((name, port))
+    first = hostlist.split(",", 1)[0]
+    rebuilt = f"{scheme}://{userinfo}{at}{first}" + ("" if end < 0 else rest[end:])
+    return rebuilt, hosts

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -43,6 +44,7 @@ from functools import partial
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 
 from courier.errors import ConnectionLost, TransportError
 from courier_amqp.confirms import PublishBatch, Publisher
@@ -64,11 +66,46 @@ class ChannelClosed(TransportError):
 
 
 def _describe(reason: BaseException | str) -> str:
+    """Why a connection failed, in a few words a person can act on.
+
+    pika nests the cause of a failed connect several exceptions deep
+    (``AMQPConnectionError(AMQPConnectionWorkflowFailed(...
+    AMQPConnectorSocketConnectError(ConnectionRefusedError(111, ...))))``);
+    the innermost OS error says it best ("connection refused"). The whole
+    chain is logged at DEBUG for ``-v``.
+    """
     if isinstance(reason, str):
         return reason
-    text = str(reason)
+    root = _root_cause(reason)
+    if root is not reason:
+        logger.debug("connection failure in full: %r", reason)
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror.lower()
+    if isinstance(root, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(root, pika.exceptions.ProbableAuthenticationError):
+        return "login refused (check the user name and password)"
+    if isinstance(root, pika.exceptions.ProbableAccessDeniedError):
+        return "access to the virtual host refused"
+    text = str(root)
     # pika's connection errors often say nothing in str(): their repr names the cause.
-    return text if text and text != type(reason).__name__ else repr(reason)
+    return text if text and text != type(root).__name__ else repr(root)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception pika wrapped, following its own nesting conventions."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner: object = getattr(error, "exception", None)
+        if inner is None and getattr(error, "exceptions", None):
+            inner = error.exceptions[-1]  # type: ignore[attr-defined]
+        if inner is None and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if not isinstance(inner, BaseException):
+            return error
+        error = inner
+    return error
 
 
 class Session:
@@ -135,11 +172,14 @@ class Session:
             self._ready.result(timeout)
         except FutureTimeout:
             self.close(timeout=5.0)
-            raise ConnectionLost(f"could not connect to RabbitMQ within {timeout:g}s") from None
+            where = f"{self._params.host}:{self._params.port}"
+            raise ConnectionLost(
+                f"cannot connect to RabbitMQ at {where}: no answer within {timeout:g}s"
+            ) from None
         except ConnectionLost:
             self.close(timeout=5.0)
             where = f"{self._params.host}:{self._params.port}"
-            raise ConnectionLost(f"could not connect to RabbitMQ at {where}: {self.lost}") from None
+            raise ConnectionLost(f"cannot connect to RabbitMQ at {where}: {self.lost}") from None
 
     def close(self, timeout: float = 10.0) -> None:
         """Close the connection (the broker requeues what was not settled); join the thread."""

@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from courier.transports.dsn import TransportOptions
 
@@ -55,6 +55,9 @@ class AmqpOptions(TransportOptions):
     delay_levels: Annotated[tuple[float, ...], BeforeValidator(_levels)] = DEFAULT_DELAY_LEVELS
     #: quorum (delivery counts, delivery limit; no priorities) or classic.
     queue_type: Literal["quorum", "classic"] = "quorum"
+    #: Classic queues only: declare them with ``x-max-priority`` so courier's
+    #: priorities (0-9, 9 first) are served in order; quorum queues have none.
+    max_priority: int | None = Field(default=None, ge=1, le=9)
     #: Quorum queues dead-letter a message handed out more often than this;
     #: keep it above the bus's ``max_deliveries`` (10), which acts first.
     delivery_limit: int = Field(default=20, ge=1)
@@ -91,7 +94,7 @@ class AmqpOptions(TransportOptions):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     #: amqps:// only: the key file's password (masked like every secret).
-    tls_key_password: str | None = None
+    tls_key_password: SecretStr | None = None
     #: amqps:// only: the name to check the certificate against; default: the DSN's host.
     tls_server_name: str | None = None
 
@@ -106,6 +109,14 @@ class AmqpOptions(TransportOptions):
         if millis[0] < 1:
             raise ValueError("delay levels are at least 0.001 seconds")
         return tuple(ms / 1000 for ms in millis)
+
+    @model_validator(mode="after")
+    def _priorities_need_classic_queues(self) -> AmqpOptions:
+        if self.max_priority is not None and self.queue_type != "classic":
+            raise ValueError(
+                "max_priority needs queue_type=classic: quorum queues have no priorities"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_sets_the_heartbeat(self) -> AmqpOptions:

@@ -100,6 +100,8 @@ class Topology:
         }
         if options.queue_type == "quorum":
             arguments["x-delivery-limit"] = options.delivery_limit
+        if options.max_priority is not None:
+            arguments["x-max-priority"] = options.max_priority
         return arguments
 
     def delay_arguments(self, level: float) -> dict[str, Any]:

@@ -76,7 +76,9 @@ class AmqpTransport(Transport):
             max_delay=options.delay_levels[-1],
             max_message_size=options.max_message_size,
             delivery_count=options.queue_type == "quorum",
+            priority=options.max_priority is not None,
         )
+        self._priority = options.max_priority is not None
         self.topology = Topology(options)
         connection_name = options.connection_name or default_connection_name(name)
         self._params = parameters(self.dsn, options, connection_name)
@@ -135,20 +137,40 @@ class AmqpTransport(Transport):
                 )
                 session.close(self._timeout)
                 self._session = None
+            session = self._open_first_reachable()
+            self.topology.forget()
+            self._session = session
+            self.generation = session.generation
+            return session
+
+    def _open_first_reachable(self) -> Session:
+        """A session on the first broker of the DSN's host list that answers, tried in order."""
+        failures: list[str] = []
+        for params in self._params:
             self._sessions += 1
             session = Session(
-                self._params,
+                params,
                 generation=self._sessions,
                 prefetch=self._prefetch,
                 confirm_window=self.options.confirm_window,
                 mask=self.dsn.mask,
                 name=self.name,
             )
-            session.open(self._timeout + 1.0)
-            self.topology.forget()
-            self._session = session
-            self.generation = session.generation
+            try:
+                session.open(self._timeout + 1.0)
+            except ConnectionLost as error:
+                failures.append(str(error))
+                continue
+            if failures:
+                logger.warning(
+                    "transport %r connected to %s:%s after: %s",
+                    self.name,
+                    params.host,
+                    params.port,
+                    "; ".join(failures),
+                )
             return session
+        raise ConnectionLost("; ".join(failures))
 
     def _holding(self, received: Received) -> Session | None:
         """The session ``received`` came on, if it is still the live one."""
@@ -169,7 +191,10 @@ class AmqpTransport(Transport):
     def _outgoing(self, envelope: Envelope, queue: str, delay: float) -> Outgoing:
         body, headers = self.encode(envelope)
         exchange = self.topology.delay_exchange(delay) if delay > 0 else self.options.exchange
-        return outgoing(exchange, queue, body, headers, envelope.id, mandatory=True)
+        priority = envelope.priority if self._priority else None
+        return outgoing(
+            exchange, queue, body, headers, envelope.id, mandatory=True, priority=priority
+        )
 
     def _confirm(self, session: Session, batch: PublishBatch) -> dict[str, str]:
         """Publish ``batch`` and wait for its confirms; the failures by envelope id."""

@@ -33,11 +33,14 @@ from courier_amqp.options import AmqpOptions
 __all__ = ["BROKER_HEADERS", "Outgoing", "incoming_headers", "outgoing", "parameters"]
 
 
-def parameters(dsn: Dsn, options: AmqpOptions, connection_name: str) -> Any:
-    """pika's ConnectionParameters for ``dsn``; the password goes only here."""
+def parameters(dsn: Dsn, options: AmqpOptions, connection_name: str) -> list[Any]:
+    """pika's ConnectionParameters for each host of ``dsn``, in the order to try them.
+
+    The password goes only here.
+    """
     tls = dsn.scheme == "amqps"
     vhost = dsn.path[1:] if dsn.path.startswith("/") else dsn.path
-    ssl_options = None
+    context: ssl.SSLContext | None = None
     if tls:
         try:
             context = ssl.create_default_context(cafile=options.tls_ca_file)
@@ -45,25 +48,35 @@ def parameters(dsn: Dsn, options: AmqpOptions, connection_name: str) -> Any:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             if options.tls_cert_file:
+                password = options.tls_key_password
                 context.load_cert_chain(
-                    options.tls_cert_file, options.tls_key_file, options.tls_key_password
+                    options.tls_cert_file,
+                    options.tls_key_file,
+                    password.get_secret_value() if password is not None else None,
                 )
         except (OSError, ssl.SSLError) as error:
             raise ConfigurationError(f"amqps:// TLS files could not be loaded: {error}") from None
-        ssl_options = pika.SSLOptions(context, options.tls_server_name or dsn.host or "localhost")
-    return pika.ConnectionParameters(
-        host=dsn.host or "localhost",
-        port=dsn.port or (5671 if tls else 5672),
-        virtual_host=vhost or "/",
-        credentials=pika.PlainCredentials(dsn.username or "guest", dsn.password or "guest"),
-        heartbeat=options.heartbeat,
-        ssl_options=ssl_options,
-        connection_attempts=1,
-        socket_timeout=options.connect_timeout,
-        stack_timeout=options.connect_timeout,
-        blocked_connection_timeout=options.blocked_timeout,
-        client_properties={"connection_name": connection_name, "product": "courier"},
-    )
+    hosts = dsn.hosts or (("localhost", None),)
+    return [
+        pika.ConnectionParameters(
+            host=host,
+            port=port or (5671 if tls else 5672),
+            virtual_host=vhost or "/",
+            credentials=pika.PlainCredentials(dsn.username or "guest", dsn.password or "guest"),
+            heartbeat=options.heartbeat,
+            ssl_options=(
+                None
+                if context is None
+                else pika.SSLOptions(context, options.tls_server_name or host)
+            ),
+            connection_attempts=1,
+            socket_timeout=options.connect_timeout,
+            stack_timeout=options.connect_timeout,
+            blocked_connection_timeout=options.blocked_timeout,
+            client_properties={"connection_name": connection_name, "product": "courier"},
+        )
+        for host, port in hosts
+    ]
 
 
 class Outgoing(NamedTuple):
@@ -85,8 +98,13 @@ def outgoing(
     message_id: str,
     *,
     mandatory: bool,
+    priority: int | None = None,
 ) -> Outgoing:
-    """A persistent message; courier's content type, id and type go in AMQP's properties."""
+    """A persistent message; courier's content type, id and type go in AMQP's properties.
+
+    ``priority`` (0-9) becomes AMQP's priority property, which queues declared
+    with ``x-max-priority`` serve by.
+    """
     content_type = headers.pop("content-type", None)
     message_type = headers.pop("courier-type", None)
     headers.pop("courier-id", None)
@@ -96,6 +114,7 @@ def outgoing(
         message_id=message_id,
         type=message_type,
         headers=headers or None,
+        priority=priority,
     )
     return Outgoing(exchange, routing_key, body, properties, mandatory, message_id)
 
