@@ -43,6 +43,8 @@ EXAMPLES = ROOT / "examples"
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+#: The delay levels (seconds) of the test queues, so the janitor knows their names.
+DELAY_LEVELS = (1, 5)
 
 #: Generous: two cores, shared with other engineers' test runs.
 SUBPROCESS_TIMEOUT = 120
@@ -71,6 +73,7 @@ class AmqpJanitor:
             "queue": self.queue(queue),
             "dead_letter_exchange": f"{self.tag}.dlx",
             "delay_prefix": f"{self.tag}.delay",
+            "delay_levels": ",".join(str(level) for level in DELAY_LEVELS),
             "connect_timeout": "5",
         }
         return Dsn.parse(self.url).with_options(**options).render(reveal=True)
@@ -85,6 +88,9 @@ class AmqpJanitor:
                 channel.queue_delete(queue)
                 channel.queue_delete(f"{queue}.dead")
             channel.exchange_delete(f"{self.tag}.dlx")
+            for level in DELAY_LEVELS:  # declared by a worker whose retries wait
+                channel.queue_delete(f"{self.tag}.delay.{level * 1000}")
+                channel.exchange_delete(f"{self.tag}.delay.{level * 1000}")
         finally:
             connection.close()
 
