@@ -1,0 +1,379 @@
+"""Every beanstalkd and greenstalk quirk: one connection, one lock, errors translated.
+
+What beanstalkd demands, and what this module does about it:
+
+- A job is touched, released, buried (and, while reserved, deleted) only
+  on the connection that reserved it. So a transport keeps one connection,
+  and every command runs under one lock: the worker thread reserves and
+  deletes, the keepalive thread touches.
+- ``reserve-with-timeout`` waits in whole seconds, and holds the
+  connection while it waits. A wait is cut into slices of at most one
+  second, with the lock released in between (a touch waiting for it goes
+  first); the part of a timeout below a second is polled every
+  ``poll_interval``.
+- While this connection holds a job in the last second of its TTR, a
+  reserve with nothing ready answers ``DEADLINE_SOON`` at once instead of
+  waiting: the wait goes on by polling until the job is touched or lapses.
+- With several tubes watched, beanstalkd serves the most urgent job of any
+  of them. courier drains the first queue listed first, so each tube is
+  asked on its own (watch it alone, reserve without waiting) in order, and
+  only a wait watches them all.
+- A reserved job says nothing of its tube; with several tubes watched,
+  ``stats-job`` tells (and gives ``reserves``, the delivery count).
+- greenstalk reads without a timeout unless its socket has one, asserts on
+  a truncated reply (an AssertionError, not a ConnectionError), and a
+  malformed command leaves the rest of the conversation out of step. Any
+  of that loses the connection: the socket is shut at once, so beanstalkd
+  returns the reserved jobs, and the transport opens a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import greenstalk
+
+from courier.errors import ConnectionLost, PublishNotConfirmed, TransportError
+
+__all__ = ["RESERVE_SLICE", "Connection", "Reserved"]
+
+logger = logging.getLogger("courier.beanstalk")
+
+#: The longest a reserve holds the connection (beanstalkd counts whole seconds).
+RESERVE_SLICE = 1
+
+_ANSWERS = (greenstalk.NotFoundError, greenstalk.TimedOutError, greenstalk.DeadlineSoonError)
+_REFUSALS = (
+    greenstalk.JobTooBigError,
+    greenstalk.DrainingError,
+    greenstalk.OutOfMemoryError,
+    greenstalk.BuriedError,
+    greenstalk.InternalError,
+)
+
+
+class Reserved(NamedTuple):
+    """A job this connection reserved."""
+
+    job_id: int
+    body: bytes
+    tube: str
+    #: ``stats-job`` ``reserves`` (1 on the first delivery); 0 when not asked.
+    reserves: int
+
+
+class Connection:
+    """One greenstalk client (bodies as bytes) behind one lock."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        generation: int,
+        connect_timeout: float,
+        io_timeout: float,
+        poll_interval: float,
+        mask: Callable[[str], str],
+    ) -> None:
+        self.generation = generation
+        self.address = f"{host}:{port}"
+        self._mask = mask
+        self._poll = poll_interval
+        self._lock = threading.Lock()
+        #: Threads waiting for the lock with a short command (touch): a
+        #: waiting reserve lets them go first.
+        self._waiting = 0
+        #: Why the connection is unusable, once it is.
+        self.lost: str | None = None
+        #: Jobs reserved here and not yet deleted, released or buried.
+        self.held: set[int] = set()
+        self._using = greenstalk.DEFAULT_TUBE
+        self._watching = {greenstalk.DEFAULT_TUBE}
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as error:
+            raise ConnectionLost(
+                mask(f"cannot connect to beanstalkd at {self.address}: {_describe(error)}")
+            ) from None
+        # A reply may take a reserve slice plus the I/O timeout; past that the
+        # network is silent and the connection is given up.
+        sock.settimeout(io_timeout + RESERVE_SLICE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self.client: greenstalk.Client[bytes] = greenstalk.Client(sock, encoding=None)
+        with self.command("stats"):
+            stats = self.client.stats()
+        #: The server's own limit on a job's size, in bytes.
+        self.max_job_size = int(stats["max-job-size"])
+        #: A random id beanstalkd draws when it starts: a new one means a
+        #: restarted server, where old job ids name other jobs (or none).
+        self.server_id = str(stats["id"])
+        self.version = str(stats["version"])
+
+    # -- the lock and the errors ----------------------------------------------
+
+    @contextlib.contextmanager
+    def command(self, what: str, *, urgent: bool = False) -> Iterator[None]:
+        """Hold the connection for one exchange; translate what goes wrong.
+
+        beanstalkd's answers (NOT_FOUND, TIMED_OUT, DEADLINE_SOON) pass
+        through for the caller; refusals of a job become
+        :class:`PublishNotConfirmed`; anything else loses the connection.
+        """
+        if urgent:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            if urgent:
+                self._waiting -= 1
+        try:
+            if self.lost is not None:
+                raise ConnectionLost(f"the connection to beanstalkd was lost ({self.lost})")
+            yield
+        except _ANSWERS:
+            raise
+        except _REFUSALS as error:
+            raise PublishNotConfirmed(
+                f"beanstalkd refused the {what}: {_describe(error)}"
+            ) from None
+        except TransportError:
+            raise
+        except (greenstalk.Error, OSError, AssertionError, ValueError, EOFError) as error:
+            # greenstalk.Error here: an answer out of step with the command.
+            reason = self._mask(f"{what} on {self.address}: {_describe(error)}")
+            self.lose(reason)
+            raise ConnectionLost(f"the connection to beanstalkd was lost ({reason})") from None
+        finally:
+            self._lock.release()
+
+    def lose(self, reason: str) -> None:
+        """Give the connection up now; beanstalkd returns its jobs when the socket closes."""
+        if self.lost is None:
+            self.lost = reason
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError, ValueError):
+            self.client.close()
+
+    def close(self) -> None:
+        self.lose("closed")
+
+    # -- tubes ---------------------------------------------------------------
+
+    def _use(self, tube: str) -> None:
+        if self._using != tube:
+            self.client.use(tube)
+            self._using = tube
+
+    def _watch_only(self, tubes: Sequence[str]) -> None:
+        wanted = set(tubes)
+        if self._watching == wanted:
+            return
+        for tube in tubes:  # watch first: the last watched tube cannot be ignored
+            if tube not in self._watching:
+                self.client.watch(tube)
+                self._watching.add(tube)
+        for tube in sorted(self._watching - wanted):
+            self.client.ignore(tube)
+            self._watching.discard(tube)
+
+    # -- producing -------------------------------------------------------------
+
+    def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
+        """Put one job; its id once beanstalkd answered INSERTED."""
+        with self.command("put"):
+            self._use(tube)
+            return self.client.put(body, priority=priority, delay=delay, ttr=ttr)
+
+    # -- consuming -----------------------------------------------------------
+
+    def reserve(
+        self, tubes: Sequence[str], most: int, timeout: float, *, count: bool
+    ) -> list[Reserved]:
+        """Up to ``most`` jobs, the first tube listed drained first; wait up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        several = len(tubes) > 1
+        if several:
+            for tube in tubes:
+                got, _ = self._take((tube,), most, 0, count)
+                if got:
+                    return got
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = min(RESERVE_SLICE, int(remaining + 0.02)) if remaining > 0 else 0
+            # Waiting on every tube at once: the first job of any, then the
+            # next call asks them in order again.
+            got, soon = self._take(tubes, 1 if several else most, wait, count)
+            if got:
+                return got
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if wait == 0 or soon:
+                time.sleep(min(self._poll, remaining))
+            elif self._waiting:
+                time.sleep(0.001)  # a touch is waiting for the connection: let it in
+
+    def _take(
+        self, tubes: Sequence[str], most: int, wait: int, count: bool
+    ) -> tuple[list[Reserved], bool]:
+        """Reserve waiting up to ``wait`` s, then more without waiting: (jobs, deadline soon)."""
+        with self.command("reserve"):
+            self._watch_only(tubes)
+            client = self.client
+            try:
+                job = client.reserve(wait)
+            except greenstalk.TimedOutError:
+                return [], False
+            except greenstalk.DeadlineSoonError:
+                return [], True
+            got = [self._reserved(job, tubes, count)]
+            while len(got) < most:
+                try:
+                    job = client.reserve(0)
+                except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+                    break
+                got.append(self._reserved(job, tubes, count))
+            return got, False
+
+    def _reserved(self, job: greenstalk.Job[bytes], tubes: Sequence[str], count: bool) -> Reserved:
+        self.held.add(job.id)
+        if not count and len(tubes) == 1:
+            return Reserved(job.id, job.body, tubes[0], 0)
+        try:
+            stats = self.client.stats_job(job.id)
+        except greenstalk.NotFoundError:  # pragma: no cover - a reserved job always has stats
+            return Reserved(job.id, job.body, tubes[0], 0)
+        return Reserved(job.id, job.body, str(stats["tube"]), int(stats["reserves"]))
+
+    def delete(self, job_ids: Sequence[int]) -> list[tuple[int, bool]]:
+        """Delete jobs; those beanstalkd did not find, each with whether it was held here.
+
+        A job this connection held and cannot delete lapsed (its TTR ran
+        out). beanstalkd also deletes a ready, delayed or buried job for any
+        connection, so a job given back when an older connection died is
+        deleted if nobody took it since.
+        """
+        missing = []
+        with self.command("delete"):
+            client = self.client
+            held = self.held
+            for job_id in job_ids:
+                try:
+                    client.delete(job_id)
+                except greenstalk.NotFoundError:
+                    missing.append((job_id, job_id in held))
+                held.discard(job_id)
+        return missing
+
+    def touch(self, job_id: int) -> bool | None:
+        """Restart a held job's TTR: True; False if it lapsed; None if no longer held here."""
+        with self.command("touch", urgent=True):
+            if job_id not in self.held:
+                return None
+            try:
+                self.client.touch(greenstalk.Job(job_id, b""))
+            except greenstalk.NotFoundError:
+                self.held.discard(job_id)
+                return False
+            return True
+
+    def release(self, job_id: int) -> bool:
+        """Back to ready at once, at its own priority; False if no longer reserved here."""
+        with self.command("release"):
+            self.held.discard(job_id)
+            try:
+                priority = int(self.client.stats_job(job_id)["pri"])
+                self.client.release(greenstalk.Job(job_id, b""), priority=priority, delay=0)
+            except greenstalk.NotFoundError:
+                return False
+            return True
+
+    def bury(self, job_id: int) -> bool:
+        """Bury a held job at its own priority; False if no longer reserved here."""
+        with self.command("bury"):
+            self.held.discard(job_id)
+            try:
+                priority = int(self.client.stats_job(job_id)["pri"])
+                self.client.bury(greenstalk.Job(job_id, b""), priority=priority)
+            except greenstalk.NotFoundError:
+                return False
+            return True
+
+    # -- looking around ----------------------------------------------------------
+
+    def stats_job(self, job_id: int) -> dict[str, Any] | None:
+        with self.command("stats-job"):
+            try:
+                return dict(self.client.stats_job(job_id))
+            except greenstalk.NotFoundError:
+                return None
+
+    def stats_tube(self, tube: str) -> dict[str, Any] | None:
+        """A tube's counts; None for a tube beanstalkd does not have (nothing in it)."""
+        with self.command("stats-tube"):
+            try:
+                return dict(self.client.stats_tube(tube))
+            except greenstalk.NotFoundError:
+                return None
+
+    def stats(self) -> dict[str, Any]:
+        with self.command("stats"):
+            return dict(self.client.stats())
+
+    def tubes(self) -> list[str]:
+        with self.command("list-tubes"):
+            return self.client.tubes()
+
+    def peek(self, job_id: int) -> bytes | None:
+        with self.command("peek"):
+            try:
+                return self.client.peek(job_id).body
+            except greenstalk.NotFoundError:
+                return None
+
+    def peek_first(self, tube: str, state: str) -> tuple[int, bytes] | None:
+        """The first job of ``tube`` in ``state`` (ready, delayed or buried), or None."""
+        with self.command(f"peek-{state}"):
+            self._use(tube)
+            peek = {
+                "ready": self.client.peek_ready,
+                "delayed": self.client.peek_delayed,
+                "buried": self.client.peek_buried,
+            }[state]
+            try:
+                job = peek()
+            except greenstalk.NotFoundError:
+                return None
+            return job.id, job.body
+
+    def kick_job(self, job_id: int) -> bool:
+        """``kick-job``: a buried (or delayed) job to ready; False if there is none."""
+        with self.command("kick-job"):
+            try:
+                self.client.kick_job(job_id)
+            except greenstalk.NotFoundError:
+                return False
+            return True
+
+    def delete_any(self, job_id: int) -> bool:
+        """Delete a job that is not reserved (ready, delayed, buried); False if not found."""
+        return not self.delete([job_id])
+
+
+def _describe(error: BaseException) -> str:
+    """An exception as text without greenstalk's bare argument lists."""
+    text = str(error)
+    name = type(error).__name__
+    if not text or text in ("[]", "()"):
+        return name
+    return f"{name}: {text}"

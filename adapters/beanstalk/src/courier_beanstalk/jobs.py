@@ -1,0 +1,65 @@
+"""What a courier job looks like in beanstalkd, which has no headers.
+
+A job's body is courier's body and headers packed into one JSON object by
+:func:`courier.serializer.pack` (the body kept as a string when it is
+UTF-8), so the job stays readable in beanstalkd's tools. Reading it back,
+anything that is not such an object gets a reason precise enough to act on
+(an empty job, not UTF-8, malformed JSON, a foreign shape), and is kept as
+evidence by the invalid-message transport, never retried.
+
+courier's priorities (0-9, 9 most urgent) become beanstalkd's (an unsigned
+32-bit number, lower served first) as ``priority_base - priority``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic_core import from_json
+
+from courier.errors import MessageDecodingFailed
+from courier.serializer import pack, unpack
+
+__all__ = ["beanstalk_priority", "courier_priority", "pack_job", "unpack_job"]
+
+
+def beanstalk_priority(priority: int, base: int) -> int:
+    """courier's 0-9 (9 most urgent) as beanstalkd's number (lower first)."""
+    return base - priority
+
+
+def courier_priority(number: int, base: int) -> int:
+    """The courier priority a beanstalkd number stands for (clamped to 0-9)."""
+    return min(9, max(0, base - number))
+
+
+def pack_job(body: bytes, headers: Mapping[str, str]) -> bytes:
+    return pack(body, headers)
+
+
+def unpack_job(blob: bytes) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a courier job; MessageDecodingFailed says why not."""
+    try:
+        return unpack(blob)
+    except MessageDecodingFailed:
+        raise MessageDecodingFailed(_why_not(blob), blob) from None
+
+
+def _why_not(blob: bytes) -> str:
+    """The reason ``blob`` is not a courier job, worked out only when it is not."""
+    if not blob.strip():
+        return "empty job"
+    try:
+        blob.decode()
+    except UnicodeDecodeError:
+        return "the job is not UTF-8 text, so not JSON"
+    try:
+        data = from_json(blob)
+    except ValueError as error:
+        return f"malformed JSON: {error}"
+    if not isinstance(data, dict):
+        return "the job is not a JSON object"
+    if "headers" not in data:
+        shape = " (a PHP-style job? see format=php)" if "job" in data else ""
+        return f"not a courier job: no 'headers'{shape}"
+    return "not a courier job: malformed 'headers' or 'body'"
