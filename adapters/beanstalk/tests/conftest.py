@@ -14,20 +14,30 @@ when the test ends.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import greenstalk
 import pytest
 
+from courier import Bus
 from courier.serializer import Serializer
 from courier.testing.contract import contract_serializer
 from courier.testing.services import env, require_tcp
 from courier.transports.dsn import Dsn
+from courier.transports.sqlite import SqliteTransport
 from courier_beanstalk import BeanstalkTransport
 
 DEFAULT_URL = "beanstalk://127.0.0.1:11300"
+
+SCRIPT = Path(__file__).with_name("worker_process.py")
 
 #: Small timings so the whole adapter suite stays well under two minutes.
 FAST = {"lease": "2", "poll_interval": "0.02", "connect_timeout": "2", "io_timeout": "5"}
@@ -122,10 +132,8 @@ class Janitor:
                     job = peek()
                 except greenstalk.NotFoundError:
                     break
-                try:
+                with contextlib.suppress(greenstalk.NotFoundError):
                     client.delete(job)
-                except greenstalk.NotFoundError:
-                    pass
 
     def cleanup(self) -> None:
         for transport in self.transports:
@@ -153,3 +161,88 @@ def transport(janitor: Janitor) -> BeanstalkTransport:
     transport = janitor.transport()
     transport.setup()
     return transport
+
+
+class Workers:
+    """Starts worker_process.py processes sharing one ledger and one failure store."""
+
+    def __init__(self, tmp_path: Path, dsn: str) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.ledger = tmp_path / "ledger"
+        self.ledger.touch()
+        self.store = tmp_path / "store.db"
+        self.dsn = dsn
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+        #: Types the failure store's records are decoded as.
+        self.message_types: list[type[Any]] = []
+
+    def start(self, **settings: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "COURIER_TEST_WORKER_DSN": self.dsn,
+            "COURIER_TEST_STORE": str(self.store),
+            "COURIER_TEST_LEDGER": str(self.ledger),
+            **{f"COURIER_TEST_{key.upper()}": value for key, value in settings.items()},
+        }
+        stderr = (self.tmp_path / f"stderr-{len(self.processes)}").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        stderr.close()
+        self.processes.append(process)
+        return process
+
+    def stderr(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(self.tmp_path.glob("stderr-*"))
+        )
+
+    def lines(self, kind: str = "job") -> list[list[str]]:
+        lines = self.ledger.read_text().splitlines()
+        return [line.split()[1:] for line in lines if line.startswith(kind + " ")]
+
+    def jobs(self) -> list[int]:
+        return [int(fields[0]) for fields in self.lines("job")]
+
+    def store_records(self, queue: str) -> list[Any]:
+        reader = Bus()
+        for message_type in self.message_types:
+            reader.register_messages(message_type)
+        store = SqliteTransport.from_dsn(
+            Dsn.parse(f"sqlite:///{self.store}?queue={queue}"),
+            name=queue,
+            serializer=reader.serializer,
+        )
+        try:
+            return store.list()
+        finally:
+            store.close()
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[[str], Workers]]:
+    """``spawn(dsn)``: worker processes on ``dsn``, all stopped when the test ends."""
+    made: list[Workers] = []
+
+    def make(dsn: str) -> Workers:
+        keeper = Workers(tmp_path / f"w{len(made)}", dsn)
+        made.append(keeper)
+        return keeper
+
+    try:
+        yield make
+    finally:
+        for keeper in made:
+            keeper.stop_all()
