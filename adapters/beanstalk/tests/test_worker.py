@@ -185,3 +185,25 @@ def test_a_poison_message_is_dead_lettered_after_max_deliveries(janitor: Any, wo
     assert workers.store_records("invalid") == []
     assert janitor.counts(queue) == {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
     bus.close()
+
+
+def test_sigterm_finishes_the_job_in_hand_and_gives_the_prefetched_back(
+    janitor: Any, workers: Any
+) -> None:
+    bus = producer(workers.dsn)
+    queue = bus.transport("work").queue
+    bus.dispatch_many([Job(n=n) for n in range(5)])
+    worker = workers.start(sleep="1.0")
+    wait_for(lambda: workers.jobs() == [0], 15, "the first job to start")
+    assert janitor.counts(queue)["reserved"] == 5
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=10)
+    assert worker.returncode == 0, workers.stderr()
+    assert workers.jobs() == [0]
+    # The one in hand was acknowledged; the four prefetched went back at once.
+    assert janitor.counts(queue) == {"ready": 4, "reserved": 0, "delayed": 0, "buried": 0}
+    client = janitor.client()
+    client.use(queue)
+    job = client.peek_ready()
+    assert janitor.job(job.id)["releases"] == 1
+    bus.close()
