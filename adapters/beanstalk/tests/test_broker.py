@@ -421,7 +421,7 @@ def test_a_raw_client_sees_courier_jobs_as_readable_json(janitor: Any) -> None:
     client = janitor.client()
     client.use(transport.queue)
     peeked = client.peek_ready()
-    assert b'"courier-type": "courier.contract.message"' in peeked.body
-    assert b'"body": "{\\"n\\":3,\\"text\\":\\"hello\\"}"' in peeked.body
+    assert b'"courier-type":"courier.contract.message"' in peeked.body
+    assert b'"body":"{\\"n\\":3,\\"text\\":\\"hello\\"}"' in peeked.body
     with pytest.raises(greenstalk.NotFoundError):
         client.peek_buried()

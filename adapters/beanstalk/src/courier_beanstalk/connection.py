@@ -32,9 +32,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import greenstalk
@@ -103,12 +104,23 @@ class Connection:
                 mask(f"cannot connect to beanstalkd at {self.address}: {_describe(error)}")
             ) from None
         # A reply may take a reserve slice plus the I/O timeout; past that the
-        # network is silent and the connection is given up.
-        sock.settimeout(io_timeout + RESERVE_SLICE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # network is silent and the connection is given up. The kernel keeps
+        # that time (SO_RCVTIMEO): a Python socket timeout would add a poll()
+        # to every read and write, a quarter of a put's cost on loopback.
+        self.reply_timeout = io_timeout + RESERVE_SLICE
+        try:
+            sock.settimeout(None)
+            timeval = _timeval(self.reply_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            self.client: greenstalk.Client[bytes] = greenstalk.Client(sock, encoding=None)
+        except OSError as error:
+            sock.close()
+            raise ConnectionLost(
+                mask(f"cannot talk to beanstalkd at {self.address}: {_describe(error)}")
+            ) from None
         self._sock = sock
-        self.client: greenstalk.Client[bytes] = greenstalk.Client(sock, encoding=None)
         with self.command("stats"):
             stats = self.client.stats()
         #: The server's own limit on a job's size, in bytes.
@@ -120,40 +132,41 @@ class Connection:
 
     # -- the lock and the errors ----------------------------------------------
 
-    @contextlib.contextmanager
-    def command(self, what: str, *, urgent: bool = False) -> Iterator[None]:
-        """Hold the connection for one exchange; translate what goes wrong.
+    def command(self, what: str, *, urgent: bool = False) -> _Exchange:
+        """Hold the connection for one exchange (``with``); translate what goes wrong.
 
         beanstalkd's answers (NOT_FOUND, TIMED_OUT, DEADLINE_SOON) pass
         through for the caller; refusals of a job become
         :class:`PublishNotConfirmed`; anything else loses the connection.
+        ``urgent``: a short command (touch) that a waiting reserve lets in first.
         """
-        if urgent:
-            self._waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            if urgent:
-                self._waiting -= 1
-        try:
-            if self.lost is not None:
-                raise ConnectionLost(f"the connection to beanstalkd was lost ({self.lost})")
-            yield
-        except _ANSWERS:
-            raise
-        except _REFUSALS as error:
+        return _Exchange(self, what, urgent)
+
+    def fail(self, error: BaseException, what: str, started: float) -> None:
+        """Raise what ``error`` (raised by ``what``) means; return if it means itself.
+
+        beanstalkd's answers and courier's own errors pass through; refusals
+        of a job become PublishNotConfirmed; anything else loses the
+        connection. Called after the lock was released.
+        """
+        if isinstance(error, (*_ANSWERS, TransportError)):
+            return
+        if isinstance(error, _REFUSALS):
             raise PublishNotConfirmed(
                 f"beanstalkd refused the {what}: {_describe(error)}"
             ) from None
-        except TransportError:
-            raise
-        except (greenstalk.Error, OSError, AssertionError, ValueError, EOFError) as error:
-            # greenstalk.Error here: an answer out of step with the command.
-            reason = self._mask(f"{what} on {self.address}: {_describe(error)}")
+        if isinstance(error, (greenstalk.Error, OSError, AssertionError, ValueError, EOFError)):
+            # greenstalk.Error here: an answer out of step with the command. A
+            # reply that never came looks like an end of file (SO_RCVTIMEO).
+            waited = time.monotonic() - started
+            reason = (
+                f"timed out: no answer to {what} within {waited:.0f}s"
+                if waited >= self.reply_timeout - 0.1
+                else f"{what}: {_describe(error)}"
+            )
+            reason = self._mask(f"{reason} ({self.address})")
             self.lose(reason)
             raise ConnectionLost(f"the connection to beanstalkd was lost ({reason})") from None
-        finally:
-            self._lock.release()
 
     def lose(self, reason: str) -> None:
         """Give the connection up now; beanstalkd returns its jobs when the socket closes."""
@@ -189,10 +202,26 @@ class Connection:
     # -- producing -------------------------------------------------------------
 
     def put(self, tube: str, body: bytes, priority: int, delay: int, ttr: int) -> int:
-        """Put one job; its id once beanstalkd answered INSERTED."""
-        with self.command("put"):
-            self._use(tube)
-            return self.client.put(body, priority=priority, delay=delay, ttr=ttr)
+        """Put one job; its id once beanstalkd answered INSERTED.
+
+        The hot path of every dispatch: what ``command`` does, spelt out.
+        """
+        lock = self._lock
+        lock.acquire()
+        started = time.monotonic()
+        try:
+            if self.lost is not None:
+                raise ConnectionLost(f"the connection to beanstalkd was lost ({self.lost})")
+            if self._using != tube:
+                self.client.use(tube)
+                self._using = tube
+            job_id = self.client.put(body, priority=priority, delay=delay, ttr=ttr)
+        except BaseException as error:
+            lock.release()
+            self.fail(error, "put", started)
+            raise
+        lock.release()
+        return job_id
 
     # -- consuming -----------------------------------------------------------
 
@@ -368,6 +397,45 @@ class Connection:
     def delete_any(self, job_id: int) -> bool:
         """Delete a job that is not reserved (ready, delayed, buried); False if not found."""
         return not self.delete([job_id])
+
+
+class _Exchange:
+    """One command's hold on the connection: the lock, and errors translated on the way out."""
+
+    __slots__ = ("connection", "started", "urgent", "what")
+
+    def __init__(self, connection: Connection, what: str, urgent: bool) -> None:
+        self.connection = connection
+        self.what = what
+        self.urgent = urgent
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        connection = self.connection
+        if self.urgent:
+            connection._waiting += 1
+            try:
+                connection._lock.acquire()
+            finally:
+                connection._waiting -= 1
+        else:
+            connection._lock.acquire()
+        if connection.lost is not None:
+            connection._lock.release()
+            raise ConnectionLost(f"the connection to beanstalkd was lost ({connection.lost})")
+        self.started = time.monotonic()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any
+    ) -> None:
+        self.connection._lock.release()
+        if error is not None:
+            self.connection.fail(error, self.what, self.started)
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def _describe(error: BaseException) -> str:

@@ -48,7 +48,7 @@ from courier.transports.dsn import Dsn
 from courier_beanstalk import buried as burial
 from courier_beanstalk import subscriptions as registry
 from courier_beanstalk.connection import Connection, Reserved
-from courier_beanstalk.jobs import beanstalk_priority, pack_job, unpack_job
+from courier_beanstalk.jobs import pack_job, unpack_job
 from courier_beanstalk.options import MAX_DELAY, BeanstalkOptions, check_tube, whole_seconds
 from courier_beanstalk.php import JOB_ID_HEADER, PhpJobSerializer
 
@@ -57,6 +57,9 @@ __all__ = ["BeanstalkTransport"]
 logger = logging.getLogger("courier.beanstalk")
 
 DEFAULT_PORT = 11300
+
+#: Where ``transport_message_id`` sits in an Envelope's fields.
+_MESSAGE_ID = Envelope._fields.index("transport_message_id")
 
 
 class BeanstalkTransport(Transport):
@@ -186,14 +189,22 @@ class BeanstalkTransport(Transport):
             raise MessageTooLarge(len(job), connection.max_job_size)
         ttr = self._ttr if envelope.ttr is None else whole_seconds(envelope.ttr, at_least=1)
         return connection.put(
-            tube, job, beanstalk_priority(envelope.priority, self._base), whole_seconds(delay), ttr
+            tube,
+            job,
+            self._base - envelope.priority,  # beanstalk_priority(), inlined
+            whole_seconds(delay) if delay else 0,
+            ttr,
         )
 
     def send(self, envelope: Envelope, queue: str | None = None) -> Envelope:
-        tube = self._tube(queue or self.queue)
+        tube = self.queue if queue is None else self._tube(queue)
         job = self._job(envelope)
-        job_id = self._put(self._live(), tube, envelope, job, envelope.delay)
-        return envelope.with_(transport_message_id=str(job_id))
+        connection = self._connection
+        if connection is None or connection.lost is not None:
+            connection = self._live()
+        job_id = self._put(connection, tube, envelope, job, envelope.delay)
+        # envelope.with_(transport_message_id=...), without its checks: the hot path.
+        return Envelope._build((*envelope[:_MESSAGE_ID], str(job_id), *envelope[_MESSAGE_ID + 1 :]))
 
     def send_many(self, envelopes: Sequence[Envelope], queue: str | None = None) -> list[Envelope]:
         """One put after another (beanstalkd has no batch); the failed ones named."""
