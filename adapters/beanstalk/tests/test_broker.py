@@ -187,7 +187,7 @@ def test_without_touch_the_ttr_lapses_and_a_late_ack_says_so(
     other = janitor.transport(holder.queue)
     holder.send(envelope(1))
     [held] = receive(holder)
-    [again] = receive(other, timeout=4)
+    [again] = receive(other, timeout=10)
     assert again.envelope.id == held.envelope.id
     with caplog.at_level(logging.WARNING, logger="courier.beanstalk"):
         holder.ack(held)

@@ -5,26 +5,18 @@ What beanstalkd demands, and what this module does about it:
 - A job is touched, released, buried (and, while reserved, deleted) only
   on the connection that reserved it. So a transport keeps one connection,
   and every command runs under one lock: the worker thread reserves and
-  deletes, the keepalive thread touches.
-- ``reserve-with-timeout`` waits in whole seconds, and holds the
-  connection while it waits. A wait is cut into slices of at most one
-  second, with the lock released in between (a touch waiting for it goes
-  first); the part of a timeout below a second is polled every
-  ``poll_interval``.
-- While this connection holds a job in the last second of its TTR, a
-  reserve with nothing ready answers ``DEADLINE_SOON`` at once instead of
-  waiting: the wait goes on by polling until the job is touched or lapses.
-- With several tubes watched, beanstalkd serves the most urgent job of any
-  of them. courier drains the first queue listed first, so each tube is
-  asked on its own (watch it alone, reserve without waiting) in order, and
-  only a wait watches them all.
-- A reserved job says nothing of its tube; with several tubes watched,
-  ``stats-job`` tells (and gives ``reserves``, the delivery count).
-- greenstalk reads without a timeout unless its socket has one, asserts on
-  a truncated reply (an AssertionError, not a ConnectionError), and a
-  malformed command leaves the rest of the conversation out of step. Any
-  of that loses the connection: the socket is shut at once, so beanstalkd
-  returns the reserved jobs, and the transport opens a new one.
+  deletes, the keepalive thread touches (and goes first when a reserve is
+  waiting; :mod:`courier_beanstalk.reserving` has how a reserve waits).
+- greenstalk reads without a timeout unless its socket has one, and a
+  Python socket timeout costs a poll() per read and write: the kernel keeps
+  the timeout instead (SO_RCVTIMEO). greenstalk asserts on a truncated
+  reply (an AssertionError, not a ConnectionError), and a malformed command
+  leaves the rest of the conversation out of step. Any of that loses the
+  connection: the socket is shut at once, so beanstalkd returns the
+  reserved jobs, and the transport opens a new one.
+- beanstalkd's answers NOT_FOUND, TIMED_OUT and DEADLINE_SOON are answers,
+  not failures; JOB_TOO_BIG, DRAINING, OUT_OF_MEMORY refuse a job.
+- ``release`` and ``bury`` take a priority: the job's own, from ``stats-job``.
 """
 
 from __future__ import annotations
@@ -36,18 +28,17 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import greenstalk
 
 from courier.errors import ConnectionLost, PublishNotConfirmed, TransportError
+from courier_beanstalk import reserving
+from courier_beanstalk.reserving import RESERVE_SLICE, Reserved
 
-__all__ = ["RESERVE_SLICE", "Connection", "Reserved"]
+__all__ = ["Connection"]
 
 logger = logging.getLogger("courier.beanstalk")
-
-#: The longest a reserve holds the connection (beanstalkd counts whole seconds).
-RESERVE_SLICE = 1
 
 _ANSWERS = (greenstalk.NotFoundError, greenstalk.TimedOutError, greenstalk.DeadlineSoonError)
 _REFUSALS = (
@@ -59,14 +50,9 @@ _REFUSALS = (
 )
 
 
-class Reserved(NamedTuple):
-    """A job this connection reserved."""
-
-    job_id: int
-    body: bytes
-    tube: str
-    #: ``stats-job`` ``reserves`` (1 on the first delivery); 0 when not asked.
-    reserves: int
+#: What a broken or out-of-step conversation raises (greenstalk asserts on a
+#: truncated reply; a greenstalk.Error here answers another command).
+_BROKEN = (greenstalk.Error, OSError, AssertionError, ValueError, EOFError)
 
 
 class Connection:
@@ -86,11 +72,12 @@ class Connection:
         self.generation = generation
         self.address = f"{host}:{port}"
         self._mask = mask
-        self._poll = poll_interval
+        #: Seconds between looks while a wait cannot be left to beanstalkd.
+        self.poll_interval = poll_interval
         self._lock = threading.Lock()
         #: Threads waiting for the lock with a short command (touch): a
         #: waiting reserve lets them go first.
-        self._waiting = 0
+        self.waiting = 0
         #: Why the connection is unusable, once it is.
         self.lost: str | None = None
         #: Jobs reserved here and not yet deleted, released or buried.
@@ -155,18 +142,21 @@ class Connection:
             raise PublishNotConfirmed(
                 f"beanstalkd refused the {what}: {_describe(error)}"
             ) from None
-        if isinstance(error, (greenstalk.Error, OSError, AssertionError, ValueError, EOFError)):
-            # greenstalk.Error here: an answer out of step with the command. A
-            # reply that never came looks like an end of file (SO_RCVTIMEO).
-            waited = time.monotonic() - started
-            reason = (
-                f"timed out: no answer to {what} within {waited:.0f}s"
-                if waited >= self.reply_timeout - 0.1
-                else f"{what}: {_describe(error)}"
-            )
-            reason = self._mask(f"{reason} ({self.address})")
-            self.lose(reason)
-            raise ConnectionLost(f"the connection to beanstalkd was lost ({reason})") from None
+        if not isinstance(error, _BROKEN):
+            # Interrupted (KeyboardInterrupt) or a bug: where the conversation
+            # stands is unknown, so it ends here; the error goes on as it is.
+            self.lose(f"{what} interrupted by {type(error).__name__}")
+            return
+        # A reply that never came looks like an end of file (SO_RCVTIMEO).
+        waited = time.monotonic() - started
+        reason = (
+            f"timed out: no answer to {what} within {waited:.0f}s"
+            if waited >= self.reply_timeout - 0.1
+            else f"{what}: {_describe(error)}"
+        )
+        reason = self._mask(f"{reason} ({self.address})")
+        self.lose(reason)
+        raise ConnectionLost(f"the connection to beanstalkd was lost ({reason})") from None
 
     def lose(self, reason: str) -> None:
         """Give the connection up now; beanstalkd returns its jobs when the socket closes."""
@@ -186,18 +176,6 @@ class Connection:
         if self._using != tube:
             self.client.use(tube)
             self._using = tube
-
-    def _watch_only(self, tubes: Sequence[str]) -> None:
-        wanted = set(tubes)
-        if self._watching == wanted:
-            return
-        for tube in tubes:  # watch first: the last watched tube cannot be ignored
-            if tube not in self._watching:
-                self.client.watch(tube)
-                self._watching.add(tube)
-        for tube in sorted(self._watching - wanted):
-            self.client.ignore(tube)
-            self._watching.discard(tube)
 
     # -- producing -------------------------------------------------------------
 
@@ -228,61 +206,21 @@ class Connection:
     def reserve(
         self, tubes: Sequence[str], most: int, timeout: float, *, count: bool
     ) -> list[Reserved]:
-        """Up to ``most`` jobs, the first tube listed drained first; wait up to ``timeout``."""
-        deadline = time.monotonic() + timeout
-        several = len(tubes) > 1
-        if several:
-            for tube in tubes:
-                got, _ = self._take((tube,), most, 0, count)
-                if got:
-                    return got
-        while True:
-            remaining = deadline - time.monotonic()
-            wait = min(RESERVE_SLICE, int(remaining + 0.02)) if remaining > 0 else 0
-            # Waiting on every tube at once: the first job of any, then the
-            # next call asks them in order again.
-            got, soon = self._take(tubes, 1 if several else most, wait, count)
-            if got:
-                return got
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            if wait == 0 or soon:
-                time.sleep(min(self._poll, remaining))
-            elif self._waiting:
-                time.sleep(0.001)  # a touch is waiting for the connection: let it in
+        """Up to ``most`` jobs, the first tube listed drained first; see :mod:`.reserving`."""
+        return reserving.reserve(self, tubes, most, timeout, count=count)
 
-    def _take(
-        self, tubes: Sequence[str], most: int, wait: int, count: bool
-    ) -> tuple[list[Reserved], bool]:
-        """Reserve waiting up to ``wait`` s, then more without waiting: (jobs, deadline soon)."""
-        with self.command("reserve"):
-            self._watch_only(tubes)
-            client = self.client
-            try:
-                job = client.reserve(wait)
-            except greenstalk.TimedOutError:
-                return [], False
-            except greenstalk.DeadlineSoonError:
-                return [], True
-            got = [self._reserved(job, tubes, count)]
-            while len(got) < most:
-                try:
-                    job = client.reserve(0)
-                except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-                    break
-                got.append(self._reserved(job, tubes, count))
-            return got, False
-
-    def _reserved(self, job: greenstalk.Job[bytes], tubes: Sequence[str], count: bool) -> Reserved:
-        self.held.add(job.id)
-        if not count and len(tubes) == 1:
-            return Reserved(job.id, job.body, tubes[0], 0)
-        try:
-            stats = self.client.stats_job(job.id)
-        except greenstalk.NotFoundError:  # pragma: no cover - a reserved job always has stats
-            return Reserved(job.id, job.body, tubes[0], 0)
-        return Reserved(job.id, job.body, str(stats["tube"]), int(stats["reserves"]))
+    def watch_only(self, tubes: Sequence[str]) -> None:
+        """Watch exactly ``tubes`` (call with the connection held)."""
+        wanted = set(tubes)
+        if self._watching == wanted:
+            return
+        for tube in tubes:  # watch first: the last watched tube cannot be ignored
+            if tube not in self._watching:
+                self.client.watch(tube)
+                self._watching.add(tube)
+        for tube in sorted(self._watching - wanted):
+            self.client.ignore(tube)
+            self._watching.discard(tube)
 
     def delete(self, job_ids: Sequence[int]) -> list[tuple[int, bool]]:
         """Delete jobs; those beanstalkd did not find, each with whether it was held here.
@@ -413,11 +351,11 @@ class _Exchange:
     def __enter__(self) -> None:
         connection = self.connection
         if self.urgent:
-            connection._waiting += 1
+            connection.waiting += 1
             try:
                 connection._lock.acquire()
             finally:
-                connection._waiting -= 1
+                connection.waiting -= 1
         else:
             connection._lock.acquire()
         if connection.lost is not None:

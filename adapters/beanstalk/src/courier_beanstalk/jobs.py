@@ -14,13 +14,33 @@ courier's priorities (0-9, 9 most urgent) become beanstalkd's (an unsigned
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic_core import from_json, to_json
 
 from courier.errors import MessageDecodingFailed
-from courier.serializer import pack, unpack
+from courier.serializer import INVALID_MESSAGE_TYPE, pack, unpack
+from courier.transports.base import Received, Transport, body_limit
 
-__all__ = ["beanstalk_priority", "courier_priority", "pack_job", "unpack_job"]
+if TYPE_CHECKING:
+    from courier_beanstalk.reserving import Reserved
+
+__all__ = [
+    "JOB_ID_HEADER",
+    "beanstalk_priority",
+    "courier_priority",
+    "decode_job",
+    "pack_job",
+    "unpack_job",
+]
+
+#: Passed to a serializer that reads foreign jobs (format=php): the
+#: beanstalkd job id, from which a job without an id of its own gets one
+#: that is the same on every delivery.
+JOB_ID_HEADER = "beanstalk-job-id"
+
+#: Room for courier's headers around the largest body it keeps.
+_HEADERS_ALLOWANCE = 65_536
 
 
 def beanstalk_priority(priority: int, base: int) -> int:
@@ -68,3 +88,47 @@ def _why_not(blob: bytes) -> str:
         shape = " (a PHP-style job? see format=php)" if "job" in data else ""
         return f"not a courier job: no 'headers'{shape}"
     return "not a courier job: malformed 'headers' or 'body'"
+
+
+def decode_job(
+    transport: Transport, job: Reserved, count: int, generation: int, *, packed: bool
+) -> Received:
+    """A Received for a reserved job: decoded, or carrying why it could not be.
+
+    ``packed``: courier's format (unpack, then the transport's serializer);
+    otherwise the serializer reads the job's bytes itself (format=php).
+    """
+    job_id = job.job_id
+    if not packed:
+        return transport.decoded(
+            job.body,
+            {JOB_ID_HEADER: str(job_id)},
+            job_id,
+            job.tube,
+            delivery_count=count,
+            transport_message_id=str(job_id),
+            generation=generation,
+        )
+    # Refused unparsed past the largest record courier keeps, hex-encoded at worst.
+    limit = 2 * body_limit(transport.serializer, INVALID_MESSAGE_TYPE) + _HEADERS_ALLOWANCE
+    try:
+        if len(job.body) > limit:
+            raise MessageDecodingFailed(
+                f"job of {len(job.body)} bytes exceeds the limit of {limit} bytes"
+            )
+        body, headers = unpack_job(job.body)
+    except MessageDecodingFailed as error:
+        received = Received(transport, job_id, job.tube, count, generation)
+        received.raw = job.body
+        received.raw_headers = {}
+        received.error = MessageDecodingFailed(error.reason)
+        return received
+    return transport.decoded(
+        body,
+        headers,
+        job_id,
+        job.tube,
+        delivery_count=count,
+        transport_message_id=str(job_id),
+        generation=generation,
+    )

@@ -31,13 +31,9 @@ from courier.envelope import Envelope
 from courier.errors import ConfigurationError, MessageDecodingFailed
 from courier.serializer import INVALID_MESSAGE_TYPE, JSON, Headers, Serializer
 from courier.transports.base import body_limit
-from courier_beanstalk.jobs import unpack_job
+from courier_beanstalk.jobs import JOB_ID_HEADER, unpack_job
 
 __all__ = ["JOB_ID_HEADER", "PhpJobSerializer"]
-
-#: Passed by the transport to ``decode``: the beanstalkd job id, from which a
-#: job without an id of its own gets one that is the same on every delivery.
-JOB_ID_HEADER = "beanstalk-job-id"
 
 #: Room for the job's wrapper and courier's headers around the data.
 _WRAPPER_ALLOWANCE = 65_536

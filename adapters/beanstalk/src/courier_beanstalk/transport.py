@@ -13,50 +13,54 @@ always set (from the envelope, else the options); ``receive`` reserves,
 A retry puts the new envelope (its attempt raised) with the delay and then
 deletes the old job: beanstalkd cannot change a job's body, where courier's
 headers live. Events go to one tube per subscription. Every greenstalk and
-beanstalkd detail lives in :mod:`courier_beanstalk.connection`; the options
-and their defaults in :mod:`courier_beanstalk.options`; the prose in
-docs/transports/beanstalk.md.
+beanstalkd detail lives in :mod:`courier_beanstalk.connection` (how a
+reserve waits, in :mod:`courier_beanstalk.reserving`; reconnects in
+:mod:`courier_beanstalk.link`); the job format in
+:mod:`courier_beanstalk.jobs`; the options and their defaults in
+:mod:`courier_beanstalk.options`; the prose in docs/transports/beanstalk.md.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from courier.envelope import Envelope
 from courier.errors import (
     ConfigurationError,
-    ConnectionLost,
-    MessageDecodingFailed,
     MessageTooLarge,
     PublishNotConfirmed,
     TransportError,
 )
-from courier.serializer import INVALID_MESSAGE_TYPE, Serializer
+from courier.serializer import Serializer
 from courier.transports.base import (
     Capabilities,
     QueueStats,
     Received,
     Transport,
     Unacked,
-    body_limit,
     subscription_queue,
 )
 from courier.transports.dsn import Dsn
 from courier_beanstalk import buried as burial
 from courier_beanstalk import subscriptions as registry
-from courier_beanstalk.connection import Connection, Reserved
-from courier_beanstalk.jobs import pack_job, unpack_job
+from courier_beanstalk.connection import Connection
+from courier_beanstalk.jobs import decode_job, pack_job
+from courier_beanstalk.link import Link
 from courier_beanstalk.options import MAX_DELAY, BeanstalkOptions, check_tube, whole_seconds
-from courier_beanstalk.php import JOB_ID_HEADER, PhpJobSerializer
+from courier_beanstalk.php import PhpJobSerializer
+from courier_beanstalk.reserving import Reserved
 
 __all__ = ["BeanstalkTransport"]
 
 logger = logging.getLogger("courier.beanstalk")
 
 DEFAULT_PORT = 11300
+
+#: Seconds a publisher trusts the subscriptions it read from a topic's record.
+RECORD_TTL = 1.0
 
 #: Where ``transport_message_id`` sits in an Envelope's fields.
 _MESSAGE_ID = Envelope._fields.index("transport_message_id")
@@ -94,21 +98,20 @@ class BeanstalkTransport(Transport):
             max_message_size=options.max_message_size,
         )
         self._packed = options.format == "courier"
-        self._host = self.dsn.host or "localhost"
-        self._port = self.dsn.port or DEFAULT_PORT
         self._base = options.priority_base
         self._ttr = options.ttr
         self._count = options.delivery_count
-        # Jobs are refused unparsed past this: the largest record courier keeps,
-        # packed with its headers (its body hex-encoded at worst).
-        self._unpack_limit = 2 * body_limit(self.serializer, INVALID_MESSAGE_TYPE) + 65_536
         self._tubes = {self.queue}
-        self._connection: Connection | None = None
-        self._connections = 0
-        #: The server id each connection generation talked to.
-        self._servers: dict[int, str] = {}
-        self._connect = threading.Lock()
-        self._closed = False
+        self._link = Link(
+            name,
+            self.dsn.host or "localhost",
+            self.dsn.port or DEFAULT_PORT,
+            options,
+            self.dsn.mask,
+            self._connected,
+        )
+        #: Subscription records read lately, by topic: (until, names).
+        self._records: dict[str, tuple[float, list[str]]] = {}
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, name: str, serializer: Serializer) -> BeanstalkTransport:
@@ -117,51 +120,15 @@ class BeanstalkTransport(Transport):
     # -- the connection --------------------------------------------------------
 
     def _live(self) -> Connection:
-        """The current connection, or a new one (a new generation) if it was lost."""
-        connection = self._connection
-        if connection is not None and connection.lost is None:
-            return connection
-        with self._connect:
-            connection = self._connection
-            if connection is not None and connection.lost is None:
-                return connection
-            if self._closed:
-                raise ConnectionLost(f"transport {self.name!r} is closed")
-            if connection is not None:
-                logger.warning(
-                    "transport %r lost its connection to beanstalkd (%s); reconnecting",
-                    self.name,
-                    connection.lost,
-                )
-                connection.close()
-                self._connection = None
-            generation = self._connections + 1
-            connection = Connection(
-                self._host,
-                self._port,
-                generation=generation,
-                connect_timeout=self.options.connect_timeout,
-                io_timeout=self.options.io_timeout,
-                poll_interval=self.options.poll_interval,
-                mask=self.dsn.mask,
-            )
-            previous = self._servers.get(self._connections)
-            if previous is not None and previous != connection.server_id:
-                logger.warning(
-                    "beanstalkd at %s restarted: jobs held on the old connection are not "
-                    "acknowledged there (their ids mean nothing to the new server)",
-                    connection.address,
-                )
-            self._connections = generation
-            self._servers[generation] = connection.server_id
-            self._servers.pop(generation - 1000, None)
-            limit = connection.max_job_size
-            if self.options.max_message_size is not None:
-                limit = min(limit, self.options.max_message_size)
-            self.capabilities = replace(self.capabilities, max_message_size=limit)
-            self.generation = generation
-            self._connection = connection
-            return connection
+        return self._link.live()
+
+    def _connected(self, connection: Connection) -> None:
+        """A new connection: its generation, and the server's size limit."""
+        limit = connection.max_job_size
+        if self.options.max_message_size is not None:
+            limit = min(limit, self.options.max_message_size)
+        self.capabilities = replace(self.capabilities, max_message_size=limit)
+        self.generation = connection.generation
 
     def _tube(self, name: str) -> str:
         if name not in self._tubes:
@@ -173,7 +140,7 @@ class BeanstalkTransport(Transport):
         return name
 
     def _same_server(self, received: Received, connection: Connection) -> bool:
-        return self._servers.get(received.generation) == connection.server_id
+        return self._link.same_server(received.generation, connection)
 
     # -- sending -----------------------------------------------------------
 
@@ -199,9 +166,7 @@ class BeanstalkTransport(Transport):
     def send(self, envelope: Envelope, queue: str | None = None) -> Envelope:
         tube = self.queue if queue is None else self._tube(queue)
         job = self._job(envelope)
-        connection = self._connection
-        if connection is None or connection.lost is not None:
-            connection = self._live()
+        connection = self._link.live()
         job_id = self._put(connection, tube, envelope, job, envelope.delay)
         # envelope.with_(transport_message_id=...), without its checks: the hot path.
         return Envelope._build((*envelope[:_MESSAGE_ID], str(job_id), *envelope[_MESSAGE_ID + 1 :]))
@@ -236,8 +201,7 @@ class BeanstalkTransport(Transport):
         """A copy in each subscription's tube: those given and those ``setup`` recorded."""
         job = self._job(envelope)
         try:
-            connection = self._live()
-            names = sorted({*subscriptions, *registry.read(connection, topic)})
+            names = sorted({*subscriptions, *self._recorded(topic)})
         except TransportError as error:
             raise PublishNotConfirmed(
                 f"event {envelope.id} to topic {topic!r} was not sent: {error}", [envelope.id]
@@ -259,7 +223,16 @@ class BeanstalkTransport(Transport):
             ) from last
 
     def subscriptions(self, topic: str) -> list[str]:
-        return registry.read(self._live(), topic)
+        names = registry.read(self._live(), topic)
+        self._records[topic] = (time.monotonic() + RECORD_TTL, names)
+        return names
+
+    def _recorded(self, topic: str) -> list[str]:
+        """The recorded subscriptions, read again at most every RECORD_TTL seconds."""
+        cached = self._records.get(topic)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return self.subscriptions(topic)
 
     # -- receiving and settling ----------------------------------------------
 
@@ -280,38 +253,7 @@ class BeanstalkTransport(Transport):
 
     def _received(self, job: Reserved, generation: int) -> Received:
         count = job.reserves if self._count and job.reserves > 0 else 1
-        job_id = job.job_id
-        if not self._packed:
-            return self.decoded(
-                job.body,
-                {JOB_ID_HEADER: str(job_id)},
-                job_id,
-                job.tube,
-                delivery_count=count,
-                transport_message_id=str(job_id),
-                generation=generation,
-            )
-        try:
-            if len(job.body) > self._unpack_limit:
-                raise MessageDecodingFailed(
-                    f"job of {len(job.body)} bytes exceeds the limit of {self._unpack_limit} bytes"
-                )
-            body, headers = unpack_job(job.body)
-        except MessageDecodingFailed as error:
-            received = Received(self, job_id, job.tube, count, generation)
-            received.raw = job.body
-            received.raw_headers = {}
-            received.error = MessageDecodingFailed(error.reason)
-            return received
-        return self.decoded(
-            body,
-            headers,
-            job_id,
-            job.tube,
-            delivery_count=count,
-            transport_message_id=str(job_id),
-            generation=generation,
-        )
+        return decode_job(self, job, count, generation, packed=self._packed)
 
     def ack(self, received: Received) -> None:
         self.ack_many([received])
@@ -380,8 +322,8 @@ class BeanstalkTransport(Transport):
             self._log_missing(received.handle, True, "buried")
 
     def release(self, received: Received) -> None:
-        connection = self._connection
-        if connection is None or connection.lost or received.generation != connection.generation:
+        connection = self._link.current
+        if connection is None or received.generation != connection.generation:
             logger.debug("%r came on a lost connection: beanstalkd gave it back", received)
             return
         if not connection.release(received.handle):
@@ -389,8 +331,8 @@ class BeanstalkTransport(Transport):
 
     def renew(self, received: Received) -> None:
         """``touch``, on the connection that reserved the job (never a new one)."""
-        connection = self._connection
-        if connection is None or connection.lost or received.generation != connection.generation:
+        connection = self._link.current
+        if connection is None or received.generation != connection.generation:
             return  # given back when its connection closed: nothing to renew
         if connection.touch(received.handle) is False:
             logger.warning(
@@ -419,6 +361,7 @@ class BeanstalkTransport(Transport):
         for topic, names in (topics or {}).items():
             if names:
                 registry.record(connection, topic, names)
+                self._records.pop(topic, None)
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """From ``stats-tube``: a tube beanstalkd does not have holds nothing."""
@@ -449,11 +392,7 @@ class BeanstalkTransport(Transport):
         ]
 
     def close(self) -> None:
-        with self._connect:
-            self._closed = True
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        self._link.close()
 
     # -- buried jobs (beanstalkd's own dead letters) ---------------------------
 
@@ -492,8 +431,8 @@ class BeanstalkTransport(Transport):
 
     @property
     def connection(self) -> Connection | None:
-        """The live connection (None before the first call or after close)."""
-        return self._connection
+        """The live connection (None before the first call, after a loss or close)."""
+        return self._link.current
 
     def __repr__(self) -> str:
         return f"<BeanstalkTransport {self.name!r} {self.dsn} queue={self.queue!r}>"
