@@ -332,6 +332,19 @@ class Connection:
                 return False
             return True
 
+    def delete_ready(self, tube: str) -> int:
+        """Reserve and delete every ready job of ``tube`` (no peek: see subscriptions)."""
+        deleted = 0
+        with self.command("reserve"):
+            self.watch_only((tube,))
+            while True:
+                try:
+                    job = self.client.reserve(0)
+                except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+                    return deleted
+                self.client.delete(job)
+                deleted += 1
+
     def delete_any(self, job_id: int) -> bool:
         """Delete a job that is not reserved (ready, delayed, buried); False if not found."""
         return not self.delete([job_id])

@@ -4,15 +4,26 @@ beanstalkd keeps tubes and jobs and nothing else, and a tube exists only
 while something is in it or watches it. So courier keeps each topic's
 subscriptions as one job in the tube ``courier-subscriptions.<topic>``,
 put with the longest delay beanstalkd allows (about 136 years), which no
-worker ever reserves; ``peek-delayed`` reads it (``peek-ready`` too, in
-case an operator kicked it). ``setup`` writes it; ``publish`` reads it, so
-a producer that does not import the subscribers' handlers still reaches
-every subscription queue that a consumer's ``setup`` declared.
+worker ever reserves; ``peek-delayed`` reads it. ``setup`` writes it;
+``publish`` reads it, so a producer that does not import the subscribers'
+handlers still reaches every subscription queue that a consumer's
+``setup`` declared.
 
-Records only grow (the union of every ``setup``), like SQLite's table. Two
-``setup`` calls at once may leave two records for a moment: each keeps
-putting the union of what it saw behind the oldest and deleting the older
-ones until its own newest record is the one ``peek-delayed`` shows.
+Records only grow (the union of every ``setup``), like SQLite's table.
+``setup`` calls at once may leave several records for a moment, oldest
+first (``peek-delayed`` shows the one put first). Each call merges the
+leading record into what it wants, puts the union behind it, and retires
+the one it merged (or its own older one), until its own newest record
+leads or the leading one holds everything it wants. A call retires a
+record only on a round after which it goes on, so it ends only when the
+leading record holds all it ever read: none is lost, though a race may
+leave redundant records behind the leading one.
+
+Retiring is ``kick-job`` (the record becomes ready), and only then are
+ready records reserved and deleted. beanstalkd 1.12 can answer a
+``peek-*`` with another job's bytes when the job it found is deleted
+before the answer is written; a record that readers may be peeking is
+therefore never deleted, only moved out of the delayed state they peek.
 A server without a binlog (``-b``) forgets the record on restart, as it
 forgets every job; run ``courier setup`` again.
 """
@@ -35,15 +46,11 @@ logger = logging.getLogger("courier.beanstalk")
 PREFIX = "courier-subscriptions."
 
 #: How many times ``record`` goes round when other ``setup`` calls interleave.
-_ROUNDS = 20
+_ROUNDS = 200
 
 
 def registry_tube(topic: str) -> str:
     return check_tube(PREFIX + topic)
-
-
-def _first(connection: Connection, tube: str) -> tuple[int, bytes] | None:
-    return connection.peek_first(tube, "delayed") or connection.peek_first(tube, "ready")
 
 
 def _parse(topic: str, body: bytes) -> set[str]:
@@ -58,9 +65,14 @@ def _parse(topic: str, body: bytes) -> set[str]:
     return set(names)
 
 
+def _put(connection: Connection, tube: str, topic: str, names: set[str]) -> int:
+    body = to_json({"topic": topic, "subscriptions": sorted(names)})
+    return connection.put(tube, body, priority=0, delay=MAX_DELAY, ttr=1)
+
+
 def read(connection: Connection, topic: str) -> list[str]:
     """The subscriptions recorded for ``topic`` (none if there is no record)."""
-    first = _first(connection, registry_tube(topic))
+    first = connection.peek_first(registry_tube(topic), "delayed")
     return sorted(_parse(topic, first[1])) if first is not None else []
 
 
@@ -69,19 +81,26 @@ def record(connection: Connection, topic: str, subscriptions: Iterable[str]) -> 
     tube = registry_tube(topic)
     wanted = set(subscriptions)
     mine: list[int] = []
-    for _ in range(_ROUNDS):
-        first = _first(connection, tube)
-        if first is not None and mine and first[0] == mine[-1]:
-            return  # our newest record leads, with everything we saw
-        if first is not None and first[0] in mine:
-            connection.delete_any(first[0])  # one of ours, superseded
-            continue
-        recorded = _parse(topic, first[1]) if first is not None else set()
-        if first is not None and not mine and wanted <= recorded:
-            return  # nothing to add
-        wanted |= recorded
-        body = to_json({"topic": topic, "subscriptions": sorted(wanted)})
-        mine.append(connection.put(tube, body, priority=0, delay=MAX_DELAY, ttr=1))
-        if first is not None:
-            connection.delete_any(first[0])
-    logger.warning("the subscription record of topic %r is still being rewritten", topic)
+    try:
+        for _ in range(_ROUNDS):
+            first = connection.peek_first(tube, "delayed")
+            if first is None:
+                mine.append(_put(connection, tube, topic, wanted))
+                continue
+            if first[0] in mine:
+                if first[0] == mine[-1]:
+                    return  # our newest record leads, with everything we saw
+                connection.kick_job(first[0])  # one of ours, superseded
+                continue
+            recorded = _parse(topic, first[1])
+            if wanted <= recorded:
+                # The leading record has it all. Ours, behind it, stay: a call
+                # that retires a record goes on until the leading one has all
+                # it saw; a call about to return retires nothing.
+                return
+            wanted |= recorded
+            mine.append(_put(connection, tube, topic, wanted))
+            connection.kick_job(first[0])
+        logger.warning("the subscription record of topic %r is still being rewritten", topic)
+    finally:
+        connection.delete_ready(tube)
