@@ -7,7 +7,9 @@ fresh tube. Both sides put each job with an explicit priority, delay and
 TTR and wait for beanstalkd's INSERTED; on the consume side both reserve a
 job, handle it (decode the JSON) and only then delete it. Each case runs
 in a fresh process, raw and courier alternating, and the table shows the
-median of ``--runs`` runs, in messages per second, and courier / raw.
+median of ``--runs`` runs, in messages per second, and courier / raw, with
+the client process's CPU time per message (``time.process_time``): on a
+busy machine the rates move with the load, the CPU time much less.
 
 publish
     raw: ``put`` one job after another. courier: ``bus.dispatch`` one
@@ -80,6 +82,23 @@ def client(url: str, tube: str) -> greenstalk.Client[bytes]:
     return greenstalk.Client(address(url), encoding=None, use=tube, watch=tube)
 
 
+class Clock:
+    """Wall time and this process's CPU time over the measured section."""
+
+    def __enter__(self) -> Clock:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def result(self, count: int) -> tuple[float, float]:
+        """(messages per second, client CPU microseconds per message)."""
+        return count / self.wall, self.cpu / count * 1e6
+
+
 def make_bus(url: str, tube: str, **options: str) -> Bus:
     dsn = Dsn.parse(url).with_options(queue=tube, lease=str(TTR), **options)
     bus = Bus(transports={"bench": dsn.render(reveal=True)})
@@ -90,59 +109,55 @@ def make_bus(url: str, tube: str, **options: str) -> Bus:
 # -- publishing ----------------------------------------------------------------
 
 
-def raw_publish(url: str, tube: str, count: int) -> float:
+def raw_publish(url: str, tube: str, count: int) -> tuple[float, float]:
     raw = client(url, tube)
-    started = time.perf_counter()
-    for n in range(count):
-        raw.put(json.dumps(payload(n)).encode(), priority=PRIORITY, delay=0, ttr=TTR)
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        for n in range(count):
+            raw.put(json.dumps(payload(n)).encode(), priority=PRIORITY, delay=0, ttr=TTR)
     raw.close()
-    return count / elapsed
+    return clock.result(count)
 
 
-def courier_publish_each(url: str, tube: str, count: int) -> float:
+def courier_publish_each(url: str, tube: str, count: int) -> tuple[float, float]:
     bus = make_bus(url, tube)
     bus.transport("bench").setup()  # connected before the clock starts, as raw is
-    started = time.perf_counter()
-    for n in range(count):
-        bus.dispatch(SendEmail(**payload(n)))
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        for n in range(count):
+            bus.dispatch(SendEmail(**payload(n)))
     bus.close()
-    return count / elapsed
+    return clock.result(count)
 
 
-def courier_publish_many(url: str, tube: str, count: int) -> float:
+def courier_publish_many(url: str, tube: str, count: int) -> tuple[float, float]:
     bus = make_bus(url, tube)
     bus.transport("bench").setup()
-    started = time.perf_counter()
-    bus.dispatch_many([SendEmail(**payload(n)) for n in range(count)])
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        bus.dispatch_many([SendEmail(**payload(n)) for n in range(count)])
     bus.close()
-    return count / elapsed
+    return clock.result(count)
 
 
 # -- consuming -----------------------------------------------------------------
 
 
-def raw_consume(url: str, tube: str, count: int, *, stats: bool = False) -> float:
+def raw_consume(url: str, tube: str, count: int, *, stats: bool = False) -> tuple[float, float]:
     raw = client(url, tube)
-    started = time.perf_counter()
-    for _ in range(count):
-        job = raw.reserve(timeout=1)
-        if stats:
-            raw.stats_job(job)["reserves"]
-        json.loads(job.body)  # the handling
-        raw.delete(job)
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        for _ in range(count):
+            job = raw.reserve(timeout=1)
+            if stats:
+                raw.stats_job(job)["reserves"]
+            json.loads(job.body)  # the handling
+            raw.delete(job)
     raw.close()
-    return count / elapsed
+    return clock.result(count)
 
 
-def raw_consume_counting(url: str, tube: str, count: int) -> float:
+def raw_consume_counting(url: str, tube: str, count: int) -> tuple[float, float]:
     return raw_consume(url, tube, count, stats=True)
 
 
-def courier_consume(url: str, tube: str, count: int, **options: str) -> float:
+def courier_consume(url: str, tube: str, count: int, **options: str) -> tuple[float, float]:
     bus = make_bus(url, tube, **options)
     handled = 0
 
@@ -153,15 +168,14 @@ def courier_consume(url: str, tube: str, count: int, **options: str) -> float:
 
     bus.transport("bench").setup()
     worker = Worker(bus, ["bench"], options=WorkerOptions(limit=count, prefetch=100, ack_batch=100))
-    started = time.perf_counter()
-    worker.run()
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        worker.run()
     bus.close()
     assert handled == count
-    return count / elapsed
+    return clock.result(count)
 
 
-def courier_consume_counting(url: str, tube: str, count: int) -> float:
+def courier_consume_counting(url: str, tube: str, count: int) -> tuple[float, float]:
     return courier_consume(url, tube, count, delivery_count="true")
 
 
@@ -175,12 +189,14 @@ def fill(url: str, tube: str, count: int) -> None:
     bus.close()
 
 
-def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) -> None:
+def _child(target: Callable[..., Any], args: tuple[Any, ...], results: Any) -> None:
     results.put(target(*args))
 
 
-def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> float:
-    """Run ``case`` in a fresh process on a fresh tube; messages per second."""
+def measure(
+    url: str, case: Callable[..., tuple[float, float]], count: int, prefill: bool
+) -> tuple[float, float]:
+    """Run ``case`` in a fresh process on a fresh tube: (messages/s, CPU us per message)."""
     tube = f"bench-{uuid.uuid4().hex[:8]}"
     if prefill:
         if case in (raw_consume, raw_consume_counting):
@@ -194,7 +210,7 @@ def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> 
     results = context.Queue()
     process = context.Process(target=_child, args=(case, (url, tube, count), results))
     process.start()
-    rate = float(results.get(timeout=600))
+    rate, cpu = results.get(timeout=600)
     process.join()
     raw = client(url, tube)
     left = 0
@@ -212,10 +228,12 @@ def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> 
     raw.close()
     if left != expected:
         raise SystemExit(f"{case.__name__}: {left} jobs left in the tube, expected {expected}")
-    return rate
+    return float(rate), float(cpu)
 
 
-CASES: list[tuple[str, Callable[..., float], Callable[..., float], bool]] = [
+Case = Callable[..., tuple[float, float]]
+
+CASES: list[tuple[str, Case, Case, bool]] = [
     ("publish, one at a time (put / dispatch)", raw_publish, courier_publish_each, False),
     ("publish, courier dispatch_many of all", raw_publish, courier_publish_many, False),
     ("consume, reserve + handle + delete", raw_consume, courier_consume, True),
@@ -239,16 +257,25 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.messages:,} messages of ~{len(json.dumps(payload(0)))} bytes, "
         f"median of {args.runs} run(s), messages/s\n"
     )
-    header = f"{'case':<46} {'greenstalk':>11} {'courier':>10} {'ratio':>7}"
+    header = (
+        f"{'case':<44} {'greenstalk':>10} {'courier':>9} {'ratio':>6}"
+        f"   {'CPU us/msg: raw':>15} {'courier':>8}"
+    )
     print(header)
     print("-" * len(header))
     for title, raw, ours, prefill in CASES:
-        raw_rates, our_rates = [], []
+        raw_runs, our_runs = [], []
         for _ in range(args.runs):
-            raw_rates.append(measure(args.url, raw, args.messages, prefill))
-            our_rates.append(measure(args.url, ours, args.messages, prefill))
-        raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
-        print(f"{title:<46} {raw_rate:>11,.0f} {our_rate:>10,.0f} {our_rate / raw_rate:>6.0%}")
+            raw_runs.append(measure(args.url, raw, args.messages, prefill))
+            our_runs.append(measure(args.url, ours, args.messages, prefill))
+        raw_rate = statistics.median(rate for rate, _ in raw_runs)
+        our_rate = statistics.median(rate for rate, _ in our_runs)
+        raw_cpu = statistics.median(cpu for _, cpu in raw_runs)
+        our_cpu = statistics.median(cpu for _, cpu in our_runs)
+        print(
+            f"{title:<44} {raw_rate:>10,.0f} {our_rate:>9,.0f} {our_rate / raw_rate:>6.0%}"
+            f"   {raw_cpu:>15.0f} {our_cpu:>8.0f}"
+        )
         sys.stdout.flush()
 
 

@@ -84,6 +84,8 @@ class Connection:
         self.held: set[int] = set()
         self._using = greenstalk.DEFAULT_TUBE
         self._watching = {greenstalk.DEFAULT_TUBE}
+        #: The tubes of the last ``watch_only``, as given.
+        self._watched: Sequence[str] = (greenstalk.DEFAULT_TUBE,)
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as error:
@@ -211,9 +213,9 @@ class Connection:
 
     def watch_only(self, tubes: Sequence[str]) -> None:
         """Watch exactly ``tubes`` (call with the connection held)."""
+        if tubes == self._watched:
+            return  # the common case: the same tubes as last time
         wanted = set(tubes)
-        if self._watching == wanted:
-            return
         for tube in tubes:  # watch first: the last watched tube cannot be ignored
             if tube not in self._watching:
                 self.client.watch(tube)
@@ -221,6 +223,7 @@ class Connection:
         for tube in sorted(self._watching - wanted):
             self.client.ignore(tube)
             self._watching.discard(tube)
+        self._watched = tuple(tubes)
 
     def delete(self, job_ids: Sequence[int]) -> list[tuple[int, bool]]:
         """Delete jobs; those beanstalkd did not find, each with whether it was held here.

@@ -102,6 +102,8 @@ class BeanstalkTransport(Transport):
         self._ttr = options.ttr
         self._count = options.delivery_count
         self._tubes = {self.queue}
+        #: The tubes of each list of queues ``receive`` was asked for, checked.
+        self._receiving: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._link = Link(
             name,
             self.dsn.host or "localhost",
@@ -241,8 +243,13 @@ class BeanstalkTransport(Transport):
     ) -> list[Received]:
         if max < 1:
             return []
-        tubes = [self._tube(name) for name in dict.fromkeys(queues)] if queues else [self.queue]
-        connection = self._live()
+        tubes = self._receiving.get(tuple(queues) if queues else ())
+        if tubes is None:
+            names = dict.fromkeys(queues) if queues else [self.queue]
+            tubes = self._receiving[tuple(queues) if queues else ()] = tuple(
+                self._tube(name) for name in names
+            )
+        connection = self._link.live()
         # Counting deliveries, reserve one job at a time: a job reserved ahead
         # of the one being handled would be counted too if the handler killed
         # the worker, and blamed for a death it did not cause.
