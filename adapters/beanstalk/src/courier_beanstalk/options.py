@@ -89,8 +89,9 @@ class BeanstalkOptions(TransportOptions):
     #: ``format=php`` only: ``<job name>:<message type>,...``; a job name not
     #: listed is taken as the message type's wire name itself.
     jobs: Annotated[dict[str, str], BeforeValidator(_job_map)] = Field(default_factory=dict)
-    #: Jobs larger than this many bytes (as put, headers included) are refused
-    #: before sending; default: the server's ``max-job-size``, read on connect.
+    #: Message bodies larger than this many bytes are refused before sending;
+    #: default: the server's ``max-job-size``, read on connect. The job as put
+    #: (body and courier's headers) must fit ``max-job-size`` too.
     max_message_size: int | None = Field(default=None, ge=1)
     #: Seconds to open the TCP connection.
     connect_timeout: float = Field(default=5.0, gt=0)
