@@ -50,6 +50,9 @@ _REFUSALS = (
 )
 
 
+#: A non-blocking peek (where the platform has it; elsewhere no idle check).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
 #: What a broken or out-of-step conversation raises (greenstalk asserts on a
 #: truncated reply; a greenstalk.Error here answers another command).
 _BROKEN = (greenstalk.Error, OSError, AssertionError, ValueError, EOFError)
@@ -82,6 +85,8 @@ class Connection:
         self.lost: str | None = None
         #: Jobs reserved here and not yet deleted, released or buried.
         self.held: set[int] = set()
+        #: When the last command started (time.monotonic).
+        self.last_used = time.monotonic()
         self._using = greenstalk.DEFAULT_TUBE
         self._watching = {greenstalk.DEFAULT_TUBE}
         #: The tubes of the last ``watch_only``, as given.
@@ -160,6 +165,26 @@ class Connection:
         self.lose(reason)
         raise ConnectionLost(f"the connection to beanstalkd was lost ({reason})") from None
 
+    def closed_while_idle(self, idle: float) -> bool:
+        """Whether, unused for ``idle`` seconds, the connection was closed meanwhile.
+
+        beanstalkd never speaks unasked, so an idle socket with something to
+        read has been closed (a server restart, a network device that drops
+        idle connections): better found out now, with one non-blocking peek,
+        than by a put whose answer never comes.
+        """
+        if time.monotonic() - self.last_used < idle or not _DONTWAIT:
+            return False
+        with self._lock:  # no command in flight, so no answer on its way
+            try:
+                self._sock.recv(1, socket.MSG_PEEK | _DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass
+            self.lose("closed by the server or the network while idle")
+            return True
+
     def lose(self, reason: str) -> None:
         """Give the connection up now; beanstalkd returns its jobs when the socket closes."""
         if self.lost is None:
@@ -188,7 +213,7 @@ class Connection:
         """
         lock = self._lock
         lock.acquire()
-        started = time.monotonic()
+        started = self.last_used = time.monotonic()
         try:
             if self.lost is not None:
                 raise ConnectionLost(f"the connection to beanstalkd was lost ({self.lost})")
@@ -377,7 +402,7 @@ class _Exchange:
         if connection.lost is not None:
             connection._lock.release()
             raise ConnectionLost(f"the connection to beanstalkd was lost ({connection.lost})")
-        self.started = time.monotonic()
+        self.started = connection.last_used = time.monotonic()
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any

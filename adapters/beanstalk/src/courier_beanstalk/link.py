@@ -5,7 +5,10 @@ generation, on the first call after it was lost. Each generation remembers
 the id beanstalkd drew when it started: a job from an older generation of
 the same server may still be deleted (it was handled; beanstalkd deletes a
 ready job for anyone), but after a server restart old job ids name other
-jobs, or none, and nothing is sent for them. ``current`` never connects:
+jobs, or none, and nothing is sent for them. A connection unused for a
+second is checked (one non-blocking peek) before it is used, so a server
+restart or a dropped idle connection costs a reconnect, not a failed
+dispatch. ``current`` never connects:
 the keepalive thread's touch and a shutdown's release use it, so they never
 open a connection for a job that is gone with the old one.
 """
@@ -23,6 +26,9 @@ from courier_beanstalk.options import BeanstalkOptions
 __all__ = ["Link"]
 
 logger = logging.getLogger("courier.beanstalk")
+
+#: Seconds unused after which a connection is checked before it is used.
+IDLE_CHECK = 1.0
 
 
 class Link:
@@ -59,7 +65,11 @@ class Link:
     def live(self) -> Connection:
         """The current connection, or a new one (a new generation) if it was lost."""
         connection = self._connection
-        if connection is not None and connection.lost is None:
+        if (
+            connection is not None
+            and connection.lost is None
+            and not connection.closed_while_idle(IDLE_CHECK)
+        ):
             return connection
         with self._lock:
             connection = self._connection

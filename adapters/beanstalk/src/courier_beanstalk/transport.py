@@ -30,6 +30,7 @@ from dataclasses import replace
 from courier.envelope import Envelope
 from courier.errors import (
     ConfigurationError,
+    ConnectionLost,
     MessageTooLarge,
     PublishNotConfirmed,
     TransportError,
@@ -269,7 +270,18 @@ class BeanstalkTransport(Transport):
         """Delete the jobs, those of an older connection too (see docs: "reconnects")."""
         if not received:
             return
-        connection = self._live()
+        try:
+            missing = self._delete(self._live(), received)
+        except ConnectionLost:
+            # Found dead on the way: its jobs are back in the ready queue, and
+            # deleting them on a new connection keeps them from running twice.
+            missing = self._delete(self._live(), received)
+        for job_id, held in missing:
+            self._log_missing(job_id, held, "acknowledged")
+
+    def _delete(
+        self, connection: Connection, received: Sequence[Received]
+    ) -> list[tuple[int, bool]]:
         current = connection.generation
         job_ids: list[int] = []
         for item in received:
@@ -277,8 +289,7 @@ class BeanstalkTransport(Transport):
                 job_ids.append(item.handle)
             else:
                 logger.debug("not deleting %r: it came from a beanstalkd since restarted", item)
-        for job_id, held in connection.delete(job_ids):
-            self._log_missing(job_id, held, "acknowledged")
+        return connection.delete(job_ids)
 
     def _log_missing(self, job_id: int, held: bool, what: str) -> None:
         if held:
