@@ -235,3 +235,21 @@ def test_an_unencoded_password_is_refused_without_being_shown(text: str, shown: 
     assert "URL-encode" in message
     assert shown not in message
     assert "zq7" not in message
+
+
+def test_several_hosts_are_parsed_and_rendered() -> None:
+    dsn = Dsn.parse("redis+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7001,[::1]/0?queue=q")
+    assert dsn.hosts == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", None))
+    assert (dsn.host, dsn.port, dsn.path, dsn.password) == ("10.0.0.1", 7000, "/0", "s3cret")
+    assert str(dsn) == "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001,[::1]/0?queue=q"
+    assert Dsn.parse(dsn.render(reveal=True)) == dsn
+    assert dsn.with_options(lease="2").hosts == dsn.hosts
+    assert Dsn.parse("redis://h:1/0").hosts == ()
+    assert Dsn.parse("amqp://u:a,b@h:1/").hosts == ()  # a comma in a password is no host list
+
+
+@pytest.mark.parametrize("hosts", ["h1:1,h2:x", "h1:1,", "h1:1,u@h2:2", "h1,h2:99999"])
+def test_a_bad_host_list_is_refused_without_the_password(hosts: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"host list|port") as caught:
+        Dsn.parse(f"redis+cluster://app:{PASSWORD}@{hosts}/0")
+    assert_no_password(str(caught.value))

@@ -41,7 +41,17 @@ def _is_secret_option(name: str) -> bool:
 class Dsn:
     """A parsed DSN whose password is kept out of every rendering."""
 
-    __slots__ = ("_password", "_raw_path", "host", "options", "path", "port", "scheme", "username")
+    __slots__ = (
+        "_password",
+        "_raw_path",
+        "host",
+        "hosts",
+        "options",
+        "path",
+        "port",
+        "scheme",
+        "username",
+    )
 
     def __init__(
         self,
@@ -54,12 +64,17 @@ class Dsn:
         path: str = "",
         options: dict[str, str] | None = None,
         raw_path: str | None = None,
+        hosts: tuple[tuple[str, int | None], ...] = (),
     ) -> None:
         self.scheme = scheme
         self.username = username
         self._password = password
         self.host = host
         self.port = port
+        #: Every ``host[:port]`` of a multi-host DSN (``h1:7000,h2:7001``), the
+        #: first one included; empty for a single host. ``host``/``port`` are
+        #: the first one's.
+        self.hosts = hosts
         self.path = path
         # The path as written (``/%2f`` for AMQP's default vhost), for rendering.
         self._raw_path = raw_path
@@ -73,6 +88,7 @@ class Dsn:
                 "a DSN looks like scheme://[user:password@]host[:port]/path?options"
             )
         scheme = text.split("://", 1)[0].lower()
+        text, hosts = _split_hosts(text, scheme)
         try:
             parts = urlsplit(text)
             port = parts.port
@@ -108,6 +124,7 @@ class Dsn:
             path=unquote(parts.path),
             options=options,
             raw_path=parts.path,
+            hosts=((parts.hostname or "", port), *hosts) if hosts else (),
         )
 
     @property
@@ -136,11 +153,9 @@ class Dsn:
             if self._password is not None:
                 auth += ":" + (quote(self._password, safe="") if reveal else MASK)
             auth += "@"
-        host = self.host or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if self.port is not None:
-            host += f":{self.port}"
+        host = ",".join(
+            _render_host(name, port) for name, port in self.hosts or [(self.host or "", self.port)]
+        )
         path = self._raw_path if self._raw_path is not None else quote(self.path, safe="/:")
         query = "&".join(
             f"{quote(key, safe='')}="
@@ -181,6 +196,7 @@ class Dsn:
             path=self.path,
             options={**self.options, **options},
             raw_path=self._raw_path,
+            hosts=self.hosts,
         )
 
     def __str__(self) -> str:
@@ -194,3 +210,35 @@ class Dsn:
 
     def __hash__(self) -> int:
         return hash(self.render())
+
+
+def _split_hosts(text: str, scheme: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
+    """``text`` with only the first of several comma-separated hosts, and the others.
+
+    ``redis+cluster://u:p@h1:7000,h2:7001/0`` names seed nodes; ``urlsplit``
+    would read ``7000,h2:7001`` as the port.
+    """
+    rest = text.split("://", 1)[1]
+    end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
+    netloc = rest[:end]
+    auth, _, located = netloc.rpartition("@")
+    if "," not in located:
+        return text, ()
+    first, *others = located.split(",")
+    hosts: list[tuple[str, int | None]] = []
+    for other in others:
+        try:
+            parts = urlsplit(f"//{other}")
+            port = parts.port
+        except ValueError:
+            raise ConfigurationError(f"the {scheme}:// DSN has an invalid host list") from None
+        if not parts.hostname or parts.username is not None or parts.path:
+            raise ConfigurationError(f"the {scheme}:// DSN has an invalid host list")
+        hosts.append((parts.hostname, port))
+    head = f"{text.split('://', 1)[0]}://{auth}{'@' if auth else ''}{first}"
+    return head + rest[end:], tuple(hosts)
+
+
+def _render_host(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
