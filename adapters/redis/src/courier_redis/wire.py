@@ -1,0 +1,96 @@
+"""A message as a stream entry, and as a member of a delay set.
+
+A stream entry is a flat list of field/value pairs. courier writes the body
+under the field ``body`` and each header as a field of its own::
+
+    XADD courier:{email} * body {"to":"a@b.c"} content-type application/json
+        courier-type email.send courier-id 3f2a... courier-created 1717171717.5
+
+so ``XRANGE`` shows a readable message and a foreign producer can write one
+with any client. Field names and header values are text; the body stays
+bytes end to end. A header named ``body`` cannot exist on Redis: ``send``
+refuses it.
+
+A delayed message waits in a sorted set scored by its due time. The member
+is the entry's fields, length-prefixed (``<len>:<bytes>`` each, after a
+random nonce that keeps two equal messages apart), so the Lua script that
+moves it to the stream can split it back without a JSON decoder and
+binary bodies survive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = ["BODY", "entry_fields", "fields_of_member", "member", "split_fields"]
+
+#: The field that holds the body.
+BODY = "body"
+_BODY = b"body"
+_NONCE = 16
+
+
+def entry_fields(body: bytes, headers: Mapping[str, str]) -> list[bytes | str]:
+    """The XADD field/value list of a message (body first)."""
+    fields: list[bytes | str] = [BODY, body]
+    for name, value in headers.items():
+        fields.append(name)
+        fields.append(value)
+    return fields
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def split_fields(
+    fields: Mapping[bytes, bytes] | Sequence[bytes],
+) -> tuple[bytes | None, dict[str, str]]:
+    """``(body, headers)`` of an entry as redis-py returns it; body None if missing."""
+    pairs: Iterable[tuple[bytes, bytes]]
+    if isinstance(fields, Mapping):
+        pairs = fields.items()
+    else:
+        pairs = zip(fields[::2], fields[1::2], strict=False)
+    body: bytes | None = None
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if name == _BODY:
+            body = value
+        else:
+            headers[_text(name)] = _text(value)
+    return body, headers
+
+
+def member(fields: Sequence[bytes | str]) -> bytes:
+    """A delay-set member holding ``fields``; unique even for equal messages."""
+    parts = [os.urandom(_NONCE // 2).hex().encode()]
+    for field in fields:
+        data = field.encode() if isinstance(field, str) else field
+        parts.append(b"%d:" % len(data))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def fields_of_member(data: bytes) -> list[bytes] | None:
+    """Undo :func:`member`; None if ``data`` is not one."""
+    fields: list[bytes] = []
+    position = _NONCE
+    end = len(data)
+    if end < _NONCE:
+        return None
+    while position < end:
+        colon = data.find(b":", position)
+        if colon < 0:
+            return None
+        try:
+            length = int(data[position:colon])
+        except ValueError:
+            return None
+        start = colon + 1
+        if length < 0 or start + length > end:
+            return None
+        fields.append(data[start : start + length])
+        position = start + length
+    return fields if len(fields) % 2 == 0 else None
