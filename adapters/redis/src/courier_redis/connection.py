@@ -228,7 +228,7 @@ class Link:
     # -- errors --------------------------------------------------------------
 
     def _say(self, what: str, error: BaseException) -> str:
-        text = str(error) or type(error).__name__
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         return self.dsn.mask(f"transport {self.name!r}: {what}: {text}")
 
     @contextmanager
