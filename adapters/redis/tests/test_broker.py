@@ -86,7 +86,7 @@ def test_a_queue_is_a_stream_with_one_group_and_a_named_consumer(janitor: Any) -
 
 def test_two_transports_with_one_worker_id_are_two_consumers(janitor: Any) -> None:
     queue = janitor.name()
-    first, second = janitor.transport(queue), janitor.transport(queue)
+    first, second = janitor.transport(queue, prefetch="1"), janitor.transport(queue, prefetch="1")
     for transport in (first, second):
         transport.identify("same-id")
     first.setup()
@@ -219,6 +219,41 @@ def test_reclaims_hand_out_one_entry_at_a_time_oldest_first(janitor: Any) -> Non
     taker.ack_many([r for batch in batches for r in batch])
 
 
+def test_read_ahead_is_pending_and_goes_back_when_the_worker_stops(
+    transport: RedisTransport, janitor: Any
+) -> None:
+    transport.send_many([envelope(n) for n in range(30)])
+    [first] = transport.receive(max=1, timeout=2)
+    stream = janitor.stream(transport.queue)
+    assert janitor.raw.xpending(stream, "courier")["pending"] == 30
+    transport.stop_receiving()  # the worker stops: what it never asked for goes back
+    other = janitor.transport(transport.queue)
+    rest = receive(other, 29)
+    assert sorted(r.envelope.message.n for r in rest) == list(range(1, 30))
+    assert {r.delivery_count for r in rest} == {2}
+    other.ack_many(rest)
+    transport.ack(first)
+
+
+def test_read_ahead_reclaimed_by_another_meanwhile_is_not_handed_out_twice(
+    janitor: Any,
+) -> None:
+    queue = janitor.name()
+    slow = janitor.transport(queue, lease="0.6")
+    slow.setup()
+    slow.send_many([envelope(n) for n in range(3)])
+    [first] = slow.receive(max=1, timeout=2)  # two more wait, read ahead
+    time.sleep(0.7)
+    slow.renew(first)  # the worker's keepalive knows only the one in hand
+    rival = janitor.transport(queue, lease="0.6")
+    [taken] = rival.receive(max=1, timeout=2)  # one of them, idle past the lease
+    rest = slow.receive(max=10, timeout=0.5)
+    assert {r.envelope.message.n for r in rest} | {taken.envelope.message.n} == {1, 2}
+    assert taken.envelope.message.n not in {r.envelope.message.n for r in rest}
+    slow.ack_many([first, *rest])
+    rival.ack(taken)
+
+
 def test_reclaims_are_looked_for_every_so_often_not_on_every_receive(
     janitor: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,7 +264,7 @@ def test_reclaims_are_looked_for_every_so_often_not_on_every_receive(
     got = [transport.receive(max=1, timeout=1)[0] for _ in range(20)]
     assert seen["reclaim"] == 1
     assert seen["promote"] == 1
-    assert seen["XREADGROUP"] == 20
+    assert seen["XREADGROUP"] == 1  # the rest was read ahead (prefetch)
     transport.ack_many(got)
 
 
@@ -397,7 +432,9 @@ def test_reject_moves_the_entry_to_the_dead_stream_with_the_reason(
     assert janitor.raw.xlen(transport.keys().stream) == 0
 
 
-def test_stats_ready_in_flight_delayed_dead(transport: RedisTransport) -> None:
+def test_stats_ready_in_flight_delayed_dead(janitor: Any) -> None:
+    transport = janitor.transport(prefetch="1")
+    transport.setup()
     transport.send_many([envelope(n) for n in range(3)])
     transport.send(envelope(9, delay=30))
     [one] = receive(transport)

@@ -207,6 +207,9 @@ class Link:
                     client = RedisCluster(**self.parameters)
                 else:
                     client = redis.Redis(**self.parameters)
+                    # Entries as Redis sends them (flat field lists): wire.py reads
+                    # them without the dict per entry redis-py would build.
+                    client.set_response_callback("XREADGROUP", _as_sent)
             except (RedisError, RedisClusterException, *_LOST) as error:
                 self._on_lost()
                 raise ConnectionLost(self._say("connecting", error)) from None
@@ -273,6 +276,10 @@ class Link:
     def pipeline(self) -> Any:
         """A non-transactional pipeline (per node in a cluster)."""
         return self.client.pipeline(transaction=False)
+
+
+def _as_sent(response: Any, **options: Any) -> Any:
+    return response
 
 
 def _is_connection_trouble(error: BaseException) -> bool:

@@ -46,6 +46,10 @@ class RedisOptions(TransportOptions):
     #: Seconds between looks for delayed messages that fell due (each
     #: worker moves them to the stream); a delay is at most this late.
     delay_check: float = Field(default=0.5, gt=0)
+    #: Entries one XREADGROUP takes per stream: what the worker did not ask
+    #: for yet waits in the transport, pending to this consumer, and is
+    #: handed out next without a round trip. 1 for long jobs shared by many workers.
+    prefetch: int = Field(default=100, ge=1, le=10_000)
     #: Consumer names are ``<consumer>.<random>``; default the worker's id
     #: (``<host>.<pid>``), so XINFO CONSUMERS shows which worker holds what.
     consumer: str | None = None

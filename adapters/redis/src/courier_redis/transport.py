@@ -22,17 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from redis.cluster import RedisCluster
-from redis.crc import key_slot
-from redis.exceptions import ResponseError
-
 from courier.envelope import Envelope
-from courier.errors import MessageDecodingFailed, PublishNotConfirmed, TransportError
+from courier.errors import PublishNotConfirmed, TransportError
 from courier.serializer import Serializer
 from courier.transports.base import (
     Capabilities,
@@ -47,7 +42,8 @@ from courier_redis.connection import Link, default_consumer
 from courier_redis.keys import QueueKeys, queue_keys, topic_keys
 from courier_redis.listing import Listing
 from courier_redis.options import RedisOptions
-from courier_redis.wire import BODY, entry_fields, member, split_fields
+from courier_redis.reader import Reader, milliseconds
+from courier_redis.wire import BODY, entry_fields, member
 
 __all__ = ["RedisTransport"]
 
@@ -55,16 +51,8 @@ logger = logging.getLogger("courier.redis")
 
 #: The idle time a released entry gets: far past any lease, so the next reclaim takes it.
 _RELEASED_IDLE_MS = 10**12
-#: Most delayed messages one promote script moves to a stream.
-_PROMOTE_BATCH = 200
-#: With queues in several cluster slots, each blocking look lasts at most this.
-_SLOT_SLICE = 0.05
 #: Header of a rejected entry on the dead stream: why it was rejected.
 REJECTED_HEADER = "courier-rejected"
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000)) if seconds > 0 else 0
 
 
 class RedisTransport(Transport):
@@ -93,23 +81,11 @@ class RedisTransport(Transport):
         self.prefix = options.prefix
         self.group = options.group
         self.lease = options.lease
-        self._lease_ms = _ms(options.lease)
-        self._reclaim_every = options.reclaim_every()
         self._link = Link(self.dsn, options, name=name, on_lost=self._lost)
         self._named = options.consumer is not None
         self.consumer = f"{options.consumer or default_consumer()}.{os.urandom(4).hex()}"
         self._link.name_clients(f"courier:{name}:{self.consumer}")
-        self._read_from: set[str] = set()
-        self._grouped: set[str] = set()
-        #: Entries read beyond ``max`` (several streams, COUNT each), served next.
-        self._ahead: list[Received] = []
-        self._ahead_since = 0.0
-        self._next_promote = 0.0
-        self._next_reclaim = 0.0
-        self._next_sweep = 0.0
-        self._reclaim_more = False
-        self._most: int | None = None
-        self._slots: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        self.reader = Reader(self)
         self.listing = Listing(self)
 
     @classmethod
@@ -120,19 +96,20 @@ class RedisTransport(Transport):
 
     def identify(self, worker_id: str) -> None:
         """Name the consumer (and the connections) after the worker, before it reads."""
-        if not self._named and not self._read_from:
+        if not self._named and not self.reader.read_from:
             self.consumer = f"{worker_id}.{os.urandom(4).hex()}"
             self._link.name_clients(f"courier:{self.name}:{self.consumer}")
 
     def limit_prefetch(self, most: int) -> None:
         """Read at most ``most`` entries per stream at once (the worker's --limit)."""
-        self._most = max(1, most)
+        self.reader.most = max(1, most)
 
     def stop_receiving(self) -> None:
-        """Give back what was read ahead (several streams) before the worker stops."""
-        ahead, self._ahead = self._ahead, []
-        for received in ahead:
-            self.release(received)
+        """Give back what was read ahead before the worker stops: others take it at once."""
+        ahead = self.reader.take_ahead()
+        if ahead:
+            self.set_idle(ahead, _RELEASED_IDLE_MS)
+            self.reader.reclaim_soon()
 
     def keepalive_interval(self) -> float:
         """Renew three times per lease, so one late renewal never loses a message."""
@@ -168,7 +145,9 @@ class RedisTransport(Transport):
         link = self._link
         with link.errors("send", [envelope.id]):
             if envelope.delay > 0:
-                link.run(scripts.DELAY, [keys.delayed], [_ms(envelope.delay), member(fields)])
+                link.run(
+                    scripts.DELAY, [keys.delayed], [milliseconds(envelope.delay), member(fields)]
+                )
             else:
                 link.call("XADD", keys.stream, "*", *fields)
         return envelope
@@ -204,7 +183,7 @@ class RedisTransport(Transport):
         if later:
             pairs: list[Any] = []
             for envelope, fields in later:
-                pairs += [_ms(envelope.delay), member(fields)]
+                pairs += [milliseconds(envelope.delay), member(fields)]
             try:
                 with link.errors("send_many", [e.id for e, _ in later]):
                     link.run(scripts.DELAY, [keys.delayed], pairs)
@@ -231,7 +210,7 @@ class RedisTransport(Transport):
                 [
                     topic_key.stream_prefix,
                     topic_key.delayed_prefix,
-                    _ms(envelope.delay),
+                    milliseconds(envelope.delay),
                     member(fields),
                     *subscriptions,
                 ],
@@ -247,187 +226,13 @@ class RedisTransport(Transport):
     def receive(
         self, queues: Sequence[str] | None = None, *, max: int = 1, timeout: float = 0.0
     ) -> list[Received]:
-        """Up to ``max``: read ahead first, then due reclaims, then one XREADGROUP.
+        """Up to ``max``: read ahead first, then a due reclaim, then one XREADGROUP.
 
-        Due delayed messages are moved to their streams every ``delay_check``
-        (sooner when one is due sooner), and idle pending entries are
-        reclaimed every ``reclaim_interval``, not on every call.
+        See :mod:`courier_redis.reader`.
         """
         if max < 1:
             return []
-        names = tuple(queues) if queues else (self.queue,)
-        if self._ahead:
-            got = self._from_ahead(names, max)
-            if got:
-                return got
-        deadline = time.monotonic() + timeout
-        with self._link.errors("receive"):
-            self._ensure_groups(names)
-            while True:
-                now = time.monotonic()
-                if now >= self._next_promote:
-                    self._promote(names, now)
-                if self._reclaim_more or now >= self._next_reclaim:
-                    got = self._reclaim(names, now)
-                    if got:
-                        return got
-                wait = min(
-                    deadline - now,
-                    self._next_promote - now,
-                    self._next_reclaim - now,
-                    self.options.socket_timeout / 2,
-                )
-                got = self._read(names, max, wait)
-                if got or time.monotonic() >= deadline:
-                    return got
-
-    def _ensure_groups(self, names: Sequence[str], *, again: bool = False) -> None:
-        """XGROUP CREATE ... MKSTREAM once per stream; reading starts at the oldest entry."""
-        for name in names:
-            stream = self.keys(name).stream
-            if stream in self._grouped and not again:
-                continue
-            try:
-                self._link.call("XGROUP", "CREATE", stream, self.group, "0", "MKSTREAM")
-            except ResponseError as error:
-                if not str(error).startswith("BUSYGROUP"):
-                    raise
-            self._grouped.add(stream)
-
-    def _promote(self, names: Sequence[str], now: float) -> None:
-        soonest = self.options.delay_check
-        for name in names:
-            keys = self.keys(name)
-            moved, wait = self._link.run(
-                scripts.PROMOTE, [keys.delayed, keys.stream], [_PROMOTE_BATCH]
-            )
-            if moved >= _PROMOTE_BATCH:
-                wait = 0
-            if wait >= 0:
-                soonest = min(soonest, wait / 1000)
-        self._next_promote = now + soonest
-
-    def _reclaim(self, names: Sequence[str], now: float) -> list[Received]:
-        """One idle entry, the oldest, per call while there are more.
-
-        One at a time, and handed out alone: a message that kills its worker
-        then raises only its own delivery count, not its batch-mates'.
-        """
-        self._reclaim_more = False
-        self._next_reclaim = now + self._reclaim_every
-        if now >= self._next_sweep:
-            self._sweep(names, now)
-        for name in names:
-            keys = self.keys(name)
-            claimed, more = self._link.run(
-                scripts.RECLAIM, [keys.stream], [self.group, self.consumer, self._lease_ms, 1]
-            )
-            if claimed:
-                self._read_from.add(name)
-                self._reclaim_more = bool(more)
-                return [
-                    self._entry(name, entry_id, fields, int(count))
-                    for entry_id, count, fields in claimed
-                ]
-        return []
-
-    def _sweep(self, names: Sequence[str], now: float) -> None:
-        """Forget the consumer names of dead workers once they hold nothing."""
-        self._next_sweep = now + max(60.0, self.lease)
-        for name in names:
-            gone = self._link.run(
-                scripts.SWEEP,
-                [self.keys(name).stream],
-                [self.group, max(60_000, self._lease_ms), self.consumer],
-            )
-            if gone:
-                logger.debug("forgot %d idle consumers of %r", gone, name)
-
-    def _read(self, names: tuple[str, ...], max: int, wait: float) -> list[Received]:
-        groups = self._slots.get(names)
-        if groups is None:
-            groups = self._slots[names] = self._by_slot(names)
-        if len(groups) == 1:
-            return self._read_group(groups[0], max, wait)
-        # Several cluster slots cannot share one XREADGROUP: a quick look at
-        # each, in order, then short blocking looks in turn.
-        for group in groups:
-            got = self._read_group(group, max, 0.0)
-            if got:
-                return got
-        deadline = time.monotonic() + wait
-        while True:
-            for group in groups:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                got = self._read_group(group, max, min(remaining, _SLOT_SLICE))
-                if got:
-                    return got
-
-    def _by_slot(self, names: tuple[str, ...]) -> list[tuple[str, ...]]:
-        if not isinstance(self._link.client, RedisCluster):
-            return [names]
-        groups: dict[int, list[str]] = {}
-        for name in names:
-            groups.setdefault(key_slot(self.keys(name).stream.encode()), []).append(name)
-        return [tuple(group) for group in groups.values()]
-
-    def _read_group(self, names: Sequence[str], max: int, wait: float) -> list[Received]:
-        streams = [self.keys(name).stream for name in names]
-        count = max if self._most is None else min(max, self._most)
-        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
-        if wait >= 0.001:
-            args += ["BLOCK", _ms(wait)]
-        args += ["STREAMS", *streams, *(">",) * len(streams)]
-        self._read_from.update(names)
-        try:
-            reply = self._link.on_node_of(streams[0], *args)
-        except ResponseError as error:
-            if not str(error).startswith("NOGROUP"):
-                raise
-            # The stream was deleted under us: make it and its group again.
-            self._ensure_groups(names, again=True)
-            return []
-        if not reply:
-            return []
-        by_stream = dict(reply.items() if isinstance(reply, Mapping) else reply)
-        got: list[Received] = []
-        entry = self._entry
-        for name, stream in zip(names, streams, strict=True):
-            entries = by_stream.get(stream.encode())
-            if entries:
-                got += [entry(name, entry_id, fields, 1) for entry_id, fields in entries]
-        if len(got) > max:
-            self._ahead += got[max:]
-            self._ahead_since = time.monotonic()
-            del got[max:]
-        return got
-
-    def _entry(self, queue: str, entry_id: bytes, fields: Any, count: int) -> Received:
-        body, headers = split_fields(fields)
-        handle = entry_id.decode()
-        if body is None:
-            received = Received(self, handle, queue, count, self.generation)
-            received.raw = b""
-            received.raw_headers = headers
-            received.error = MessageDecodingFailed(
-                f"the stream entry has no {BODY!r} field", b"", headers
-            )
-            return received
-        return self.decoded(body, headers, handle, queue, delivery_count=count)
-
-    def _from_ahead(self, names: Sequence[str], max: int) -> list[Received]:
-        wanted = set(names)
-        got = [received for received in self._ahead if received.queue in wanted][:max]
-        if not got:
-            return []
-        taken = {id(received) for received in got}
-        self._ahead = [received for received in self._ahead if id(received) not in taken]
-        if time.monotonic() - self._ahead_since > self.lease / 3:
-            # Held a while: keep only what no other worker reclaimed meanwhile.
-            got = [received for received in got if self._set_idle([received], 0)[0]]
-        return got
+        return self.reader.receive(tuple(queues) if queues else (self.queue,), max, timeout)
 
     # -- settling ------------------------------------------------------------
 
@@ -455,7 +260,7 @@ class RedisTransport(Transport):
             self._link.run(
                 scripts.RETRY,
                 [keys.stream, keys.delayed],
-                [self.group, received.handle, _ms(delay), member(fields)],
+                [self.group, received.handle, milliseconds(delay), member(fields)],
             )
 
     def reject(self, received: Received, reason: str) -> None:
@@ -471,25 +276,38 @@ class RedisTransport(Transport):
 
     def release(self, received: Received) -> None:
         """Mark it idle past the lease: the next reclaim (here, at once) hands it out again."""
-        self._set_idle([received], _RELEASED_IDLE_MS)
-        self._next_reclaim = 0.0
+        self.set_idle([received], _RELEASED_IDLE_MS)
+        self.reader.reclaim_soon()
 
     def renew(self, received: Received) -> None:
         """Reset its idle time, so no one reclaims it; thread-safe (a connection pool)."""
-        _, taken = self._set_idle([received], 0)
+        _, taken = self.set_idle([received], 0)
         if taken:
             logger.warning("the lease on %r was lost: another worker reclaimed it", received)
 
-    def _set_idle(self, received: Sequence[Received], idle_ms: int) -> tuple[bool, bool]:
-        """(still ours, taken by another consumer) for the first of ``received``."""
-        first = received[0]
+    def set_idle(
+        self, received: Sequence[Received], idle_ms: int
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Set the idle time of those this consumer still holds (one script per queue).
+
+        Returns ``(queue, id)`` of those still held, and of those another
+        consumer holds now; the others were acknowledged already.
+        """
+        by_queue: dict[str, list[str]] = {}
+        for item in received:
+            by_queue.setdefault(item.queue, []).append(item.handle)
+        kept: set[tuple[str, str]] = set()
+        taken: set[tuple[str, str]] = set()
         with self._link.errors("renew"):
-            kept, taken = self._link.run(
-                scripts.RENEW,
-                [self.keys(first.queue).stream],
-                [self.group, self.consumer, idle_ms, *(item.handle for item in received)],
-            )
-        return bool(kept), bool(taken)
+            for queue, ids in by_queue.items():
+                mine, others = self._link.run(
+                    scripts.RENEW,
+                    [self.keys(queue).stream],
+                    [self.group, self.consumer, idle_ms, *ids],
+                )
+                kept.update((queue, entry_id.decode()) for entry_id in mine)
+                taken.update((queue, entry_id.decode()) for entry_id in others)
+        return kept, taken
 
     # -- administration --------------------------------------------------------
 
@@ -504,7 +322,7 @@ class RedisTransport(Transport):
                 if subscriptions:
                     key = topic_keys(self.prefix, topic).subscriptions
                     self._link.call("SADD", key, *subscriptions)
-            self._ensure_groups(names, again=True)
+            self.reader.ensure_groups(names, again=True)
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """XLEN, XPENDING, ZCARD of the delay set, XLEN of the dead stream, in one pipeline."""
@@ -548,7 +366,7 @@ class RedisTransport(Transport):
             try:
                 self.stop_receiving()
                 with self._link.errors("close"):
-                    for name in self._read_from:
+                    for name in self.reader.read_from:
                         self._link.run(
                             scripts.FORGET, [self.keys(name).stream], [self.group, self.consumer]
                         )

@@ -40,26 +40,30 @@ def entry_fields(body: bytes, headers: Mapping[str, str]) -> list[bytes | str]:
     return fields
 
 
-def _text(value: bytes | str) -> str:
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
 def split_fields(
-    fields: Mapping[bytes, bytes] | Sequence[bytes],
+    fields: Mapping[bytes, bytes] | Sequence[bytes] | None,
 ) -> tuple[bytes | None, dict[str, str]]:
-    """``(body, headers)`` of an entry as redis-py returns it; body None if missing."""
+    """``(body, headers)`` of an entry as Redis returns it; body None if missing.
+
+    ``fields`` is redis-py's dict, or the flat list a script or a raw reply
+    holds. Names and values other than the body are text; bytes that are not
+    UTF-8 are replaced, so they fail as an unknown type, not as a crash.
+    """
     pairs: Iterable[tuple[bytes, bytes]]
+    if fields is None:
+        return None, {}
     if isinstance(fields, Mapping):
         pairs = fields.items()
     else:
-        pairs = zip(fields[::2], fields[1::2], strict=False)
+        flat = iter(fields)
+        pairs = zip(flat, flat, strict=False)
     body: bytes | None = None
     headers: dict[str, str] = {}
     for name, value in pairs:
         if name == _BODY:
             body = value
         else:
-            headers[_text(name)] = _text(value)
+            headers[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
     return body, headers
 
 
