@@ -56,8 +56,9 @@ def counting(transport: RedisTransport, monkeypatch: pytest.MonkeyPatch) -> Coun
         return counted
 
     monkeypatch.setattr(link, "run", wrap(link.run, lambda script, *_: script.name))
+    monkeypatch.setattr(link, "fire", wrap(link.fire, lambda script, *_: script.name))
     monkeypatch.setattr(link, "call", wrap(link.call, lambda *args: str(args[0])))
-    monkeypatch.setattr(link, "on_node_of", wrap(link.on_node_of, lambda key, *args: args[0]))
+    monkeypatch.setattr(link, "read", wrap(link.read, lambda key, *args: args[0]))
     return seen
 
 
@@ -117,6 +118,18 @@ def test_ack_many_deletes_in_one_script_and_never_touches_what_is_pending(
     assert {e[0].decode() for e in janitor.raw.xrange(stream)} == {r.handle for r in got[6:]}
     transport.ack_many(got[6:])
     assert janitor.raw.xlen(stream) == 0
+
+
+def test_acks_survive_redis_forgetting_its_scripts(transport: RedisTransport, janitor: Any) -> None:
+    transport.send_many([envelope(n) for n in range(4)])
+    got = receive(transport, 4)
+    transport.ack_many(got[:2])
+    janitor.raw.script_flush()  # as after a restart: the fired script is unknown
+    transport.ack_many(got[2:])
+    assert transport.receive(max=1, timeout=0.2) == []  # reads the NOSCRIPT, runs it loaded
+    stream = janitor.stream(transport.queue)
+    assert janitor.raw.xlen(stream) == 0
+    assert janitor.raw.xpending(stream, "courier")["pending"] == 0
 
 
 def test_receive_blocks_without_polling(

@@ -87,6 +87,24 @@ def test_an_ack_after_a_cut_goes_through_on_the_new_connection(
     assert proxy.accepted >= 2
 
 
+def test_an_ack_written_into_a_dead_connection_is_sent_again_on_the_next(
+    janitor: Any, proxy: TcpProxy
+) -> None:
+    transport = janitor.transport(url=proxied(janitor.url, proxy.port))
+    transport.setup()
+    transport.send_many([Envelope(ContractMessage(n=n)) for n in range(3)])
+    got = transport.receive(max=3, timeout=5)
+    proxy.pause()  # the acknowledgement leaves the client but never reaches Redis
+    transport.ack_many(got)
+    assert proxy.cut() >= 1
+    stream = janitor.stream(transport.queue)
+    assert janitor.raw.xpending(stream, "courier")["pending"] == 3
+    proxy.resume()
+    assert transport.receive(max=1, timeout=0.2) == []  # notices, reconnects, acknowledges again
+    assert janitor.raw.xpending(stream, "courier")["pending"] == 0
+    assert janitor.raw.xlen(stream) == 0
+
+
 def test_a_cut_during_a_blocking_read_loses_nothing(janitor: Any, proxy: TcpProxy) -> None:
     transport = janitor.transport(url=proxied(janitor.url, proxy.port))
     transport.setup()
@@ -102,7 +120,7 @@ def test_a_cut_during_a_blocking_read_loses_nothing(janitor: Any, proxy: TcpProx
         except ConnectionLost:
             continue  # the cut may surface once; the next call reconnects
     assert [r.envelope.id for r in got]
-    assert proxy.cuts == 1
+    assert proxy.cuts >= 1
     transport.ack_many(got)
 
 

@@ -50,7 +50,14 @@ from redis.retry import Retry
 
 from courier.errors import ConfigurationError, ConnectionLost, PublishNotConfirmed, TransportError
 from courier.transports.dsn import Dsn
+from courier_redis.lane import Lane
 from courier_redis.options import RedisOptions
+
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # the hiredis extra packs a command in C, several times faster
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover
+    _pack = None
 
 __all__ = ["Client", "Link", "client_parameters", "default_consumer"]
 
@@ -187,8 +194,8 @@ class Link:
         self.name = name
         self.cluster = dsn.scheme in CLUSTER_SCHEMES
         self._on_lost = on_lost
-        self._client_name = ""
         self._client: Client | None = None
+        self._lane: Lane | None = None
         # Built now, so a bad DSN fails when the transport is made, not later.
         self.parameters = client_parameters(dsn, options, "courier")
 
@@ -220,7 +227,24 @@ class Link:
     def connected(self) -> bool:
         return self._client is not None
 
+    @property
+    def lane(self) -> Lane | None:
+        """The transport's own connection for pipelined round trips (single server only)."""
+        if self.cluster:
+            return None
+        lane = self._lane
+        if lane is None:
+            lane = self._lane = Lane(self.client)
+        return lane
+
     def close(self) -> None:
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            with lane.lock:
+                try:
+                    lane.close()
+                except (RedisError, *_LOST) as error:
+                    logger.debug("closing %r: %s", self.name, self.dsn.mask(str(error)))
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -264,6 +288,27 @@ class Link:
             return client.execute_command(*args, target_nodes=client.get_node_from_key(key))
         return client.execute_command(*args)
 
+    def read(self, key: str, *args: Any) -> Any:
+        """XREADGROUP: on the lane (after the replies of what was fired), or routed by ``key``."""
+        lane = self.lane
+        if lane is not None and lane.lock.acquire(blocking=False):
+            try:
+                return lane.call(*args)
+            finally:
+                lane.lock.release()
+        return self.on_node_of(key, *args)
+
+    def fire(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Run ``script`` without waiting for its reply where a lane is free, else run it."""
+        lane = self.lane
+        if lane is not None and lane.lock.acquire(blocking=False):
+            try:
+                lane.fire(script, keys, args)
+                return
+            finally:
+                lane.lock.release()
+        self.run(script, keys, args)
+
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``script``; every key must share one slot (one hash tag)."""
         client: Any = self.client
@@ -276,6 +321,40 @@ class Link:
     def pipeline(self) -> Any:
         """A non-transactional pipeline (per node in a cluster)."""
         return self.client.pipeline(transaction=False)
+
+    def batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Every command in one write, then every reply: a reply or the error it was.
+
+        On a single server this is a pipeline without redis-py's Pipeline
+        object (which costs more than the commands here); a cluster's
+        pipeline sends each node its share.
+        """
+        if self.cluster:
+            pipe = self.pipeline()
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute(raise_on_error=False))
+        client: Any = self.client
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        replies: list[Any] = []
+        try:
+            if _pack is not None:
+                packed: Any = [b"".join([_pack(tuple(command)) for command in commands])]
+            else:  # pragma: no cover - without the hiredis extra
+                packed = connection.pack_commands(commands)
+            connection.send_packed_command(packed)
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        return replies
 
 
 def _as_sent(response: Any, **options: Any) -> Any:

@@ -239,7 +239,7 @@ class Reader:
         args += ["STREAMS", *streams, *(">",) * len(streams)]
         self.read_from.update(names)
         try:
-            reply = transport.link.on_node_of(streams[0], *args)
+            reply = transport.link.read(streams[0], *args)
         except ResponseError as error:
             if not str(error).startswith("NOGROUP"):
                 raise

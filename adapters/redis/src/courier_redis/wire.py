@@ -29,6 +29,9 @@ __all__ = ["BODY", "entry_fields", "fields_of_member", "member", "split_fields"]
 BODY = "body"
 _BODY = b"body"
 _NONCE = 16
+#: Field names seen, decoded once (the same few names come on every entry).
+_NAMES: dict[bytes, str] = {}
+_KNOWN_NAMES = 256
 
 
 def entry_fields(body: bytes, headers: Mapping[str, str]) -> list[bytes | str]:
@@ -49,21 +52,26 @@ def split_fields(
     holds. Names and values other than the body are text; bytes that are not
     UTF-8 are replaced, so they fail as an unknown type, not as a crash.
     """
-    pairs: Iterable[tuple[bytes, bytes]]
     if fields is None:
         return None, {}
     if isinstance(fields, Mapping):
-        pairs = fields.items()
+        names: Iterable[bytes] = fields.keys()
+        values: Iterable[bytes] = fields.values()
     else:
-        flat = iter(fields)
-        pairs = zip(flat, flat, strict=False)
+        names, values = fields[0::2], fields[1::2]
     body: bytes | None = None
     headers: dict[str, str] = {}
-    for name, value in pairs:
+    known = _NAMES
+    for name, value in zip(names, values, strict=False):
         if name == _BODY:
             body = value
-        else:
-            headers[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+            continue
+        text = known.get(name)
+        if text is None:
+            text = name.decode("utf-8", "replace")
+            if len(known) < _KNOWN_NAMES:
+                known[name] = text
+        headers[text] = value.decode("utf-8", "replace")
     return body, headers
 
 
