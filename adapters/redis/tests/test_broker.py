@@ -515,3 +515,13 @@ def test_threads_can_share_one_transport(transport: RedisTransport) -> None:
         transport.ack_many(more)
         got += more
     assert sorted(r.envelope.message.n for r in got if r.envelope) == list(range(200))
+
+
+def test_connections_are_named_after_the_worker(janitor: Any) -> None:
+    transport = janitor.transport()
+    transport.setup()  # connected before the worker starts, as `courier consume` does
+    transport.identify("mailer-9")
+    assert transport.receive(max=1, timeout=0) == []
+    names = [client["name"] for client in janitor.raw.client_list()]
+    assert f"courier:redis:{transport.consumer}" in names
+    assert transport.consumer.startswith("mailer-9.")

@@ -287,6 +287,14 @@ def test_an_entry_is_its_body_and_one_field_per_header() -> None:
     as_redis = [f.encode() if isinstance(f, str) else f for f in fields]
     assert split_fields(as_redis) == (b'{"n":1}', {"courier-type": "a.b", "x": "1"})
     assert split_fields({b"x": b"\xff"}) == (None, {"x": "\ufffd"})
+    usual = [b"body", b"{}", b"content-type", b"application/json", b"courier-type", b"a\xff"]
+    usual += [b"courier-id", b"i", b"courier-created", b"1.5"]
+    assert split_fields(usual)[1] == {
+        "content-type": "application/json",
+        "courier-type": "a\ufffd",
+        "courier-id": "i",
+        "courier-created": "1.5",
+    }
 
 
 def test_a_delay_member_round_trips_binary_fields_and_is_unique() -> None:

@@ -53,12 +53,6 @@ from courier.transports.dsn import Dsn
 from courier_redis.lane import Lane
 from courier_redis.options import RedisOptions
 
-_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:  # the hiredis extra packs a command in C, several times faster
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover
-    _pack = None
-
 __all__ = ["Client", "Link", "client_parameters", "default_consumer"]
 
 logger = logging.getLogger("courier.redis")
@@ -201,9 +195,11 @@ class Link:
 
     def name_clients(self, client_name: str) -> None:
         """``CLIENT SETNAME`` for every connection made from now on."""
-        self.parameters["client_name"] = "".join(
-            c if c.isprintable() and not c.isspace() else "-" for c in client_name
-        )[:200]
+        name = "".join(c if c.isprintable() and not c.isspace() else "-" for c in client_name)
+        self.parameters["client_name"] = name[:200]
+        if self._client is not None and self._lane is None:
+            # Connected already (setup before the worker started): a new client, new names.
+            self.close()
 
     @property
     def client(self) -> Client:
@@ -321,40 +317,6 @@ class Link:
     def pipeline(self) -> Any:
         """A non-transactional pipeline (per node in a cluster)."""
         return self.client.pipeline(transaction=False)
-
-    def batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Every command in one write, then every reply: a reply or the error it was.
-
-        On a single server this is a pipeline without redis-py's Pipeline
-        object (which costs more than the commands here); a cluster's
-        pipeline sends each node its share.
-        """
-        if self.cluster:
-            pipe = self.pipeline()
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(pipe.execute(raise_on_error=False))
-        client: Any = self.client
-        pool = client.connection_pool
-        connection = pool.get_connection()
-        replies: list[Any] = []
-        try:
-            if _pack is not None:
-                packed: Any = [b"".join([_pack(tuple(command)) for command in commands])]
-            else:  # pragma: no cover - without the hiredis extra
-                packed = connection.pack_commands(commands)
-            connection.send_packed_command(packed)
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-        return replies
 
 
 def _as_sent(response: Any, **options: Any) -> Any:

@@ -64,8 +64,9 @@ class Reader:
         self.reclaim_every = options.reclaim_every()
         self.block_cap = options.socket_timeout / 2
         self.lease_ms = milliseconds(options.lease)
-        #: Entries read beyond what the worker asked for, and since when the oldest waits.
-        self.ahead: list[Received] = []
+        #: Entries read beyond what the worker asked for, per queue, oldest first;
+        #: and since when the oldest of them waits.
+        self.ahead: dict[str, list[Received]] = {}
         self.ahead_since = 0.0
         #: The worker's --limit: never read more than this at once.
         self.most: int | None = None
@@ -111,8 +112,8 @@ class Reader:
 
     def take_ahead(self) -> list[Received]:
         """Everything read ahead, now no longer here (to be released)."""
-        ahead, self.ahead = self.ahead, []
-        return ahead
+        ahead, self.ahead = self.ahead, {}
+        return [received for waiting in ahead.values() for received in waiting]
 
     def ensure_groups(self, names: Sequence[str], *, again: bool = False) -> None:
         """XGROUP CREATE ... MKSTREAM once per stream; reading starts at the oldest entry."""
@@ -168,9 +169,10 @@ class Reader:
                     self._entry(name, entry_id, fields, int(count))
                     for entry_id, count, fields in claimed
                 ]
-                if self.ahead:  # read ahead and reclaimed by ourselves: hand out once
-                    handles = {(r.queue, r.handle) for r in got}
-                    self.ahead = [r for r in self.ahead if (r.queue, r.handle) not in handles]
+                waiting = self.ahead.get(name)
+                if waiting:  # read ahead and reclaimed by ourselves: hand out once
+                    handles = {received.handle for received in got}
+                    waiting[:] = [r for r in waiting if r.handle not in handles]
                 return got
         return []
 
@@ -256,9 +258,10 @@ class Reader:
             if entries:
                 got += [entry(name, entry_id, fields, 1) for entry_id, fields in entries]
         if len(got) > max:
-            if not self.ahead:
+            if not any(self.ahead.values()):
                 self.ahead_since = time.monotonic()
-            self.ahead += got[max:]
+            for received in got[max:]:
+                self.ahead.setdefault(received.queue, []).append(received)
             del got[max:]
         return got
 
@@ -277,21 +280,16 @@ class Reader:
         return transport.decoded(body, headers, handle, queue, delivery_count=count)
 
     def _from_ahead(self, names: Sequence[str], max: int) -> list[Received]:
-        ahead = self.ahead
-        if len(names) == 1:
-            got = [r for r in ahead if r.queue == names[0]][:max]
-        else:
-            got = sorted(
-                (r for r in ahead if r.queue in names), key=lambda r: names.index(r.queue)
-            )[:max]
-        if not got:
-            return []
-        if len(got) == len(ahead):
-            self.ahead = []
-        else:
-            taken = {id(received) for received in got}
-            self.ahead = [received for received in ahead if id(received) not in taken]
-        if time.monotonic() - self.ahead_since > self.transport.lease / 3:
+        got: list[Received] = []
+        for name in names:
+            waiting = self.ahead.get(name)
+            if waiting:
+                wanted = max - len(got)
+                got += waiting[:wanted]
+                del waiting[:wanted]
+                if len(got) >= max:
+                    break
+        if got and time.monotonic() - self.ahead_since > self.transport.lease / 3:
             # Waited a while: keep only what no other consumer reclaimed meanwhile.
             kept = self.transport.set_idle(got, 0)[0]
             got = [received for received in got if (received.queue, received.handle) in kept]

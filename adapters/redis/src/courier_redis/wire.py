@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
+
+from courier.serializer import Headers
 
 __all__ = ["BODY", "entry_fields", "fields_of_member", "member", "split_fields"]
 
@@ -29,6 +32,14 @@ __all__ = ["BODY", "entry_fields", "fields_of_member", "member", "split_fields"]
 BODY = "body"
 _BODY = b"body"
 _NONCE = 16
+_CONTENT_TYPE, _TYPE, _ID, _CREATED = (
+    Headers.CONTENT_TYPE,
+    Headers.TYPE,
+    Headers.ID,
+    Headers.CREATED,
+)
+#: The field names of the usual entry, in the order the serializer writes them.
+_USUAL = [_BODY, *(name.encode() for name in (_CONTENT_TYPE, _TYPE, _ID, _CREATED))]
 #: Field names seen, decoded once (the same few names come on every entry).
 _NAMES: dict[bytes, str] = {}
 _KNOWN_NAMES = 256
@@ -36,11 +47,7 @@ _KNOWN_NAMES = 256
 
 def entry_fields(body: bytes, headers: Mapping[str, str]) -> list[bytes | str]:
     """The XADD field/value list of a message (body first)."""
-    fields: list[bytes | str] = [BODY, body]
-    for name, value in headers.items():
-        fields.append(name)
-        fields.append(value)
-    return fields
+    return [BODY, body, *chain.from_iterable(headers.items())]
 
 
 def split_fields(
@@ -54,6 +61,17 @@ def split_fields(
     """
     if fields is None:
         return None, {}
+    if not isinstance(fields, Mapping) and fields[0::2] == _USUAL:
+        # What courier writes for a first attempt without extra headers.
+        try:
+            return fields[1], {
+                _CONTENT_TYPE: fields[3].decode(),
+                _TYPE: fields[5].decode(),
+                _ID: fields[7].decode(),
+                _CREATED: fields[9].decode(),
+            }
+        except UnicodeDecodeError:
+            pass  # a foreign producer's bytes: the general way below
     if isinstance(fields, Mapping):
         names: Iterable[bytes] = fields.keys()
         values: Iterable[bytes] = fields.values()
