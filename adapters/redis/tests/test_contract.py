@@ -19,7 +19,7 @@ class RedisContract(TransportContract):
     delay = 1.0
     receive_timeout = 5.0
     #: A little over the lease: a settled message must not come back after it.
-    redelivery_wait = 0.7
+    redelivery_wait = 0.6
     lease = 1.0
 
     janitor: Any

@@ -203,7 +203,7 @@ def test_a_poison_message_ends_in_the_failure_store_and_the_rest_flow(
     janitor: Any, tmp_path: Path
 ) -> None:
     queue, failed_queue = janitor.name(), janitor.name("failed")
-    total, poison, max_deliveries = 40, 7, 3
+    total, poison, max_deliveries = 40, 7, 2
     bus = producer(janitor, queue)
     bus.dispatch_many([Job(n=n) for n in range(total)])
     bus.close()

@@ -38,10 +38,12 @@ from redis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
 from redis.exceptions import (
+    MaxConnectionsError,
     NoScriptError,
     RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
 )
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
@@ -233,6 +235,13 @@ class Link:
             lane = self._lane = Lane(self.client)
         return lane
 
+    def settle(self) -> None:
+        """Wait for the replies of every acknowledgement fired on the lane."""
+        lane = self._lane
+        if lane is not None:
+            with lane.lock:
+                lane.close()
+
     def close(self) -> None:
         lane, self._lane = self._lane, None
         if lane is not None:
@@ -325,9 +334,11 @@ def _as_sent(response: Any, **options: Any) -> Any:
 
 def _is_connection_trouble(error: BaseException) -> bool:
     """Cluster errors that mean "the node is not there (yet)", not "you asked wrong"."""
-    if isinstance(error, RedisClusterException):
+    if isinstance(error, SlotNotCoveredError | MaxConnectionsError):
         return True
+    text = str(error)
+    if isinstance(error, RedisClusterException):
+        return "connect" in text.lower()
     if isinstance(error, ResponseError):
-        text = str(error)
         return text.startswith(("CLUSTERDOWN", "LOADING", "MASTERDOWN", "TRYAGAIN"))
     return False

@@ -25,6 +25,7 @@ thread that finds it busy uses the pool instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -60,11 +61,6 @@ class Lane:
         self._owed: list[_Fired] = []
         self.lock = threading.Lock()
 
-    @property
-    def unanswered(self) -> int:
-        """Fired commands whose reply was not read yet."""
-        return len(self._owed) + len(self._fired)
-
     def _live(self) -> Any:
         if self._connection is None:
             # The pool hands out a connection only after checking it has no end pending.
@@ -85,15 +81,29 @@ class Lane:
         self._fired.append(fired)
 
     def call(self, *args: Any) -> Any:
-        """The replies of what was fired, then one command and its reply."""
+        """One command and its reply; the replies of what was fired are read on the way.
+
+        The command is written before those replies are read, so a fired
+        acknowledgement and the read after it share one round trip.
+        """
         try:
             self._settle_owed()
-            self.drain()
             connection = self._live()
             connection.send_command(*args, check_health=False)
-            return connection.read_response()
+            self._collect()
+            reply = connection.read_response()
         except _LOST:
             self._replay()
+        except ResponseError:
+            raise  # answered: the connection is in step
+        except BaseException:
+            self._drop()  # interrupted half way: the connection is out of step
+            raise
+        else:
+            if self._owed:  # scripts Redis had forgotten: run them, loaded, now
+                with contextlib.suppress(*_LOST):
+                    self._settle_owed()
+            return reply
         # The old connection died under the command: once more on the new one.
         connection = self._live()
         try:
@@ -105,17 +115,21 @@ class Lane:
 
     def drain(self) -> None:
         """Read the reply of everything fired (blocking until they are in)."""
-        if not self._fired:
-            return
+        if self._fired:
+            self._collect()
+        self._settle_owed()
+
+    def _collect(self) -> None:
+        """Read the reply of everything fired; what Redis did not know (NOSCRIPT) is owed."""
         connection = self._live()
         while self._fired:
-            script, arguments = self._fired[0]
+            fired = self._fired[0]
             try:
                 connection.read_response()
             except NoScriptError:
-                self._run(connection, script, arguments)
+                self._owed.append(fired)  # run again, loaded, before the next command
             except ResponseError as error:  # answered, with an error retrying cannot fix
-                logger.warning("%s failed on Redis: %s", script.name, error)
+                logger.warning("%s failed on Redis: %s", fired[0].name, error)
             del self._fired[0]
 
     def close(self) -> None:
@@ -123,7 +137,6 @@ class Lane:
         try:
             if self._owed or self._fired:
                 try:
-                    self._settle_owed()
                     self.drain()
                 except _LOST:
                     self._replay()
@@ -140,7 +153,9 @@ class Lane:
         if connection.can_read(timeout=0):
             if not self._fired:
                 raise RedisConnectionError("unexpected data on an idle connection")
-            self.drain()
+            self._collect()
+            self._settle_owed()
+            connection = self._live()
         return connection
 
     def _run(self, connection: Any, script: Script, arguments: tuple[Any, ...]) -> Any:
@@ -163,8 +178,6 @@ class Lane:
         If that fails too the error propagates and what is unanswered stays
         owed, for the next attempt.
         """
-        self._owed[:0] = self._fired
-        self._fired = []
         self._drop()
         connection = self._live()
         try:
@@ -177,6 +190,9 @@ class Lane:
             raise
 
     def _drop(self) -> None:
+        """Forget the connection; what was fired on it and unanswered is owed."""
+        self._owed[:0] = self._fired
+        self._fired = []
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.disconnect()

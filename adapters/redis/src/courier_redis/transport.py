@@ -372,6 +372,7 @@ class RedisTransport(Transport):
             try:
                 self.stop_receiving()
                 with self._link.errors("close"):
+                    self._link.settle()  # every acknowledgement in, before looking at what is held
                     for name in self.reader.read_from:
                         self._link.run(
                             scripts.FORGET, [self.keys(name).stream], [self.group, self.consumer]
