@@ -4,8 +4,9 @@
 
 1. what an earlier XREADGROUP read ahead (``prefetch`` per stream; the
    worker asks for fewer, and COUNT applies to each stream read);
-2. one idle entry of a dead or stuck consumer, when a reclaim is due (every
-   ``reclaim_interval``, and at once again while more are waiting);
+2. one idle entry of a dead or stuck consumer (XAUTOCLAIM COUNT 1 from the
+   oldest idle one), when a reclaim is due: every ``reclaim_interval``, and
+   at once again while more are waiting;
 3. new entries, from one XREADGROUP with COUNT and BLOCK over every queue
    asked for (in a cluster, one per slot).
 
@@ -146,7 +147,7 @@ class Reader:
         self._next_promote = now + soonest
 
     def _reclaim(self, names: Sequence[str], now: float) -> list[Received]:
-        """One idle entry, the oldest, per call while there are more.
+        """One idle entry, the oldest, per call while more are waiting.
 
         One at a time, and handed out alone: a message that kills its worker
         then raises only its own delivery count, not its batch-mates'.
@@ -162,9 +163,10 @@ class Reader:
                 [transport.keys(name).stream],
                 [transport.group, transport.consumer, self.lease_ms, 1],
             )
+            if more:
+                self._reclaim_more = True  # the next receive claims the next one
             if claimed:
                 self.read_from.add(name)
-                self._reclaim_more = bool(more)
                 got = [
                     self._entry(name, entry_id, fields, int(count))
                     for entry_id, count, fields in claimed

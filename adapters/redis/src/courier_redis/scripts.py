@@ -150,23 +150,23 @@ return {kept, taken}
 )
 
 #: KEYS: stream. ARGV: group, consumer, least idle ms, most to claim.
-#: Claims the oldest entries pending longer than the lease, whoever held
-#: them; XCLAIM counts the delivery. Returns {{{id, deliveries, fields}...},
-#: how many more are waiting (0 or 1)}. Entries deleted while pending are
-#: dropped from the pending list on the way.
+#: Finds the oldest entry pending longer than the lease, whoever holds it
+#: (XPENDING IDLE, a scan in Redis), and XAUTOCLAIMs from there: claimed
+#: with its delivery counted, oldest first; entries deleted while pending
+#: leave the pending list on the way. Returns {{{id, deliveries, fields}...},
+#: 1 if more idle entries wait, else 0}.
 RECLAIM = Script(
     "reclaim",
     """
+local oldest = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1)
+if #oldest == 0 then return {{}, 0} end
+local found = redis.call(
+  'XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], oldest[1][1], 'COUNT', ARGV[4])
 local out = {}
-local want = tonumber(ARGV[4])
-local tries = 0
-while #out < want and tries < want + 16 do
-  tries = tries + 1
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1)
-  if #p == 0 then return {out, 0} end
-  local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1][1])
-  if #got == 1 and got[1] then
-    out[#out + 1] = {got[1][1], p[1][4] + 1, got[1][2]}
+for _, entry in ipairs(found[2]) do
+  if entry[2] then
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+    out[#out + 1] = {entry[1], pending[1][4], entry[2]}
   end
 end
 return {out, #redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1)}
