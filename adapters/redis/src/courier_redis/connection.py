@@ -235,12 +235,18 @@ class Link:
             lane = self._lane = Lane(self.client)
         return lane
 
-    def settle(self) -> None:
-        """Wait for the replies of every acknowledgement fired on the lane."""
+    def settle(self, *, wait: bool = True) -> None:
+        """Wait for the replies of every acknowledgement fired on the lane.
+
+        ``wait=False``: not if another thread uses the lane now (it is then
+        reading, which collects those replies anyway).
+        """
         lane = self._lane
-        if lane is not None:
-            with lane.lock:
-                lane.close()
+        if lane is not None and lane.lock.acquire(blocking=wait):
+            try:
+                lane.drain()
+            finally:
+                lane.lock.release()
 
     def close(self) -> None:
         lane, self._lane = self._lane, None

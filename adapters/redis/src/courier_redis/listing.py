@@ -124,6 +124,8 @@ class Listing:
         name = queue or self.transport.queue
         found: list[Envelope] = []
         seen: dict[str, list[_Place]] = {}
+        with self.transport.link.errors("list"):
+            self.transport.link.settle(wait=False)  # acknowledged entries are gone first
         if limit is None or limit > 0:
             for place, fields in self._everything(name):
                 envelope = self._envelope(fields)

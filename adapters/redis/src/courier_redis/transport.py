@@ -334,6 +334,7 @@ class RedisTransport(Transport):
         """XLEN, XPENDING, ZCARD of the delay set, XLEN of the dead stream, in one pipeline."""
         names = list(queues or [self.queue])
         with self._link.errors("stats"):
+            self._link.settle(wait=False)  # acknowledgements in flight count as done
             pipe = self._link.pipeline()
             for name in names:
                 keys = self.keys(name)
