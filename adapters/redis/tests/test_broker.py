@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
+from courier import Bus
 from courier.envelope import Envelope, ErrorDetails
 from courier.errors import ConnectionLost
 from courier.testing.contract import ContractEvent, ContractMessage, contract_serializer
 from courier.transports.base import KEPT_HEADER, Received
+from courier.worker import Worker, WorkerOptions
 from courier_redis import RedisTransport
 from courier_redis.wire import member
 
@@ -525,3 +527,51 @@ def test_connections_are_named_after_the_worker(janitor: Any) -> None:
     names = [client["name"] for client in janitor.raw.client_list()]
     assert f"courier:redis:{transport.consumer}" in names
     assert transport.consumer.startswith("mailer-9.")
+
+
+@pytest.fixture
+def acl_user(janitor: Any) -> Any:
+    """An ACL user with a password, made on the test server for one test."""
+    name, password = f"courier-{janitor.tag}", f"pw-{janitor.tag}-s3cr3t"
+    janitor.raw.acl_setuser(
+        name, enabled=True, passwords=[f"+{password}"], keys="*", channels="*", commands=["+@all"]
+    )
+    try:
+        yield name, password
+    finally:
+        janitor.raw.acl_deluser(name)
+
+
+def test_an_acl_user_and_password_from_the_dsn_never_show(
+    janitor: Any, redis_url: str, acl_user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, password = acl_user
+    url = redis_url.replace("redis://", f"redis://{user}:{password}@", 1)
+    queue = janitor.name()
+    bus = Bus(transports={"work": janitor.dsn(queue, url=url)})
+    bus.route(ContractMessage, "work")
+    handled: list[int] = []
+    bus.add_handler(lambda message: handled.append(message.n), ContractMessage)
+    with caplog.at_level(logging.DEBUG):
+        bus.setup()
+        bus.dispatch_many([ContractMessage(n=n) for n in range(5)])
+        bus.dispatch(ContractMessage(n=5), delay=0.1)
+        Worker(bus, ["work"], options=WorkerOptions(limit=6, sleep=0.1, time_limit=20)).run()
+        transport = bus.transport("work")
+        assert isinstance(transport, RedisTransport)
+        texts = [repr(transport), str(transport.dsn), repr(transport.options), repr(bus)]
+        wrong = RedisTransport(
+            transport.dsn.render(reveal=True).replace(password, "not-" + password),
+            name="wrong",
+            serializer=contract_serializer(),
+        )
+        with pytest.raises(ConnectionLost) as caught:
+            wrong.send(envelope(1))
+        texts += [str(caught.value), repr(caught.value), repr(wrong)]
+        wrong.close()
+        bus.close()
+    assert sorted(handled) == list(range(6))
+    texts.append(caplog.text)
+    for text in texts:
+        assert password not in text
+    assert not [c for c in janitor.raw.client_list() if c["user"] == user]  # all closed

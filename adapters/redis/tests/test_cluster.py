@@ -131,3 +131,9 @@ def test_a_topics_subscription_queues_share_its_slot_and_one_script_fills_them(
         (queue, n) for queue in queues for n in (1, 2)
     )
     transport.ack_many(got)
+    # courier setup's orphan check lists every queue, on every node.
+    others = queues_on_different_nodes(janitor, 3)
+    for queue in others:
+        transport.send(Envelope(ContractMessage(n=1)), queue)
+    assert set(queues) | set(others) <= set(transport.queues())
+    assert transport.subscriptions(topic) == sorted(subscriptions)
