@@ -12,9 +12,14 @@ Quirks handled here:
 
 - redis-py works out a cluster command's slot by asking the server
   (``COMMAND GETKEYS``) for commands whose keys move, as XREADGROUP's do:
-  a round trip per read. :meth:`Link.read` names the node itself.
+  a round trip per read. :meth:`Link.on_node_of` names the node itself.
 - redis-py's cluster pipelines cannot run scripts; scripts go one call each
   (EVALSHA, loading the script on NOSCRIPT, on every node of a cluster).
+- On a single server, the worker's reads and acknowledgements go through
+  the transport's own connection (:mod:`courier_redis.lane`): an
+  acknowledgement does not wait for its reply.
+- redis-py builds a dict per stream entry; the single server's client
+  returns XREADGROUP's reply as sent, and wire.py reads the flat lists.
 - Errors: connection errors and timeouts become ``ConnectionLost``, anything
   else the server answers becomes ``TransportError`` (``PublishNotConfirmed``
   on the sending side), with their text masked by the DSN: a password never
