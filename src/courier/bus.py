@@ -46,7 +46,7 @@ from courier.poison import DEFAULT_MAX_DELIVERIES, PoisonGuard
 from courier.registry import MessageRegistry
 from courier.routing import Route, Router
 from courier.serializer import DEFAULT_MAX_BODY, JsonSerializer, Serializer
-from courier.status import SqliteStatusStore, StatusStore, open_status_store
+from courier.status import SqliteStatusStore, StatusStore, check_status_dsn, open_status_store
 from courier.topology import Topology
 from courier.transports.base import Outcome, Received, Transport
 from courier.transports.dsn import Dsn
@@ -88,6 +88,8 @@ class Bus:
         self.store_serializer = JsonSerializer(
             self.registry, max_body=self.serializer.max_body, internal=True
         )
+        if isinstance(status_store, str):
+            check_status_dsn(status_store)
         self._status_store = status_store
         self.poison = PoisonGuard(self._find_status_store, max_deliveries)
         self.handlers = HandlerRegistry()
@@ -174,6 +176,18 @@ class Bus:
             transport.serializer = self.store_serializer
         elif transport.serializer is self.store_serializer:
             transport.serializer = self.serializer
+
+    @property
+    def status_store(self) -> StatusStore | str | None:
+        """The status store as given (None: the failure store's SQLite file, if any)."""
+        return self._status_store
+
+    def use_status_store(self, store: StatusStore | str) -> None:
+        """Keep worker deaths (and, later, heartbeats) in ``store`` (a DSN or a store)."""
+        if isinstance(store, str):
+            check_status_dsn(store)
+        self._status_store = store
+        self.poison.reset()
 
     def _find_status_store(self) -> StatusStore | None:
         """The store named at construction, else the failure store's SQLite file, else none."""
@@ -392,9 +406,11 @@ class Bus:
                 failed.append(envelope.id)
                 errors.append(error)
         if failed:
+            first = errors[0]
+            why = first.reason if isinstance(first, PublishNotConfirmed) else str(first)
             raise PublishNotConfirmed(
-                f"{len(failed)} of {len(staged)} messages were not sent: {errors[0]}", failed
-            ) from errors[0]
+                f"{len(failed)} of {len(staged)} messages were not sent: {why}", failed
+            ) from first
         return [sent.get(envelope.id, envelope) for envelope in staged]
 
     def _envelope(

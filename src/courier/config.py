@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ __all__ = [
     "RouteSettings",
     "StrategySettings",
     "build_bus",
+    "configuration_file",
     "find_config_file",
     "load_settings",
 ]
@@ -139,6 +142,9 @@ class CourierSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     #: The SQLite file for the defaults above.
     database: str = DEFAULT_DATABASE
+    #: Where workers count the deaths of handlers (and keep their status):
+    #: ``sqlite:///path.db`` or ``memory://``; default: the ``database`` file.
+    status_store: str | None = None
 
     @field_validator("app")
     @classmethod
@@ -232,10 +238,29 @@ def _file_data(path: Path) -> dict[str, Any]:
     return data
 
 
+#: The file the running ``courier`` command was told to read (``--config``), so
+#: the app's own ``Bus.from_config()`` reads the same one. A context variable,
+#: not ``$COURIER_CONFIG``: it must not leak into processes the command starts.
+_chosen_file: ContextVar[Path | None] = ContextVar("courier_config_file", default=None)
+
+
+@contextmanager
+def configuration_file(path: str | Path) -> Iterator[Path]:
+    """Within this block, ``load_settings()`` without a path reads ``path``."""
+    chosen = Path(path).resolve()
+    token = _chosen_file.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _chosen_file.reset(token)
+
+
 def load_settings(
     path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
 ) -> tuple[CourierSettings, Path | None]:
     """The settings, and the file they came from (None: environment only)."""
+    if path is None:
+        path = _chosen_file.get()
     if path is None and os.environ.get("COURIER_CONFIG"):
         path = os.environ["COURIER_CONFIG"]
     file = Path(path) if path is not None else find_config_file()
@@ -303,6 +328,11 @@ def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
             raise ConfigurationError(f"{key}: unknown transport {store!r}")
         require_listable(bus.transport(store), f"{key}: transport {store!r}")
     bus.set_dead_letters(failure, invalid)
+    if settings.status_store is not None or bus.status_store is None:
+        try:
+            bus.use_status_store(settings.status_store or f"sqlite:///{settings.database}")
+        except ConfigurationError as error:
+            raise ConfigurationError(f"status_store: {error}") from None
     for name in settings.retry.transports:
         if name not in bus.transports:
             raise ConfigurationError(f"retry.transports.{name}: unknown transport {name!r}")

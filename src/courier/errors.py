@@ -26,6 +26,7 @@ raises goes through the retry policy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,9 @@ __all__ = [
     "UnrecoverableError",
     "ValidationFailed",
 ]
+
+
+_BATCH_PREFIX = re.compile(r"^(?:\d+ of \d+ messages were not sent: )+")
 
 
 class CourierError(Exception):
@@ -82,6 +86,15 @@ class PublishNotConfirmed(TransportError):
     def __init__(self, message: str, failed_ids: Iterable[str] = ()) -> None:
         self.failed_ids: tuple[str, ...] = tuple(failed_ids)
         super().__init__(message)
+
+    @property
+    def reason(self) -> str:
+        """Why, without the "N of M messages were not sent: " of a batch's report.
+
+        A batch that wraps another batch's failure (``dispatch_many`` over
+        ``send_many``) reports the count once, with this as the why.
+        """
+        return _BATCH_PREFIX.sub("", str(self), count=1)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.failed_ids))

@@ -87,6 +87,12 @@ class PoisonGuard:
             self._resolved = True
         return self._store
 
+    def reset(self) -> None:
+        """Look for the status store again on next use (the bus was given another)."""
+        store, self._store, self._resolved = self._store, None, False
+        if store is not None:
+            store.close()
+
     # -- the worker's lifecycle ----------------------------------------------
 
     def start(self, worker_id: str) -> None:

@@ -607,3 +607,17 @@ def test_a_failing_handler_fixed_and_retried_by_real_processes(tmp_path: Path) -
     assert (tmp_path / "ledger.txt").read_text().splitlines() == [f"{message_id} 1"]
     emptied = courier("failed", "list")
     assert (emptied.returncode, emptied.stdout) == (0, "no failed messages\n")
+
+
+def test_show_survives_a_body_nested_thousands_of_levels_deep(workspace: Any) -> None:
+    ws = workspace
+    bus = ws.bus()
+    body = b'{"mailbox": ' * 2_000 + b"1" + b"}" * 2_000
+    nested = ws.store_invalid(bus, body, {**ARCHIVE, "courier-id": "deepbody01"}, "too deep")
+    result = ws.courier("failed", "show", nested)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    out = ws.lines(result.stdout)
+    assert f"payload (JSON nested too deep to lay out, {len(body):,} bytes):" in out
+    assert out[-2].startswith('{"mailbox": {"mailbox": ')
+    assert out[-1].endswith(" more characters; --max-bytes to see more)")

@@ -8,6 +8,8 @@ once, after ``max_deliveries`` deaths, with a reason that says so.
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -111,3 +113,36 @@ def test_undecodable_bytes_are_kept_once_per_message_even_across_a_death(tmp_pat
     assert {record["error_message"] for record in records} == {
         "malformed JSON: Invalid JSON: expected ident at line 1 column 2"
     }
+
+
+def test_a_forged_courier_record_on_an_ordinary_queue_is_itself_invalid(tmp_path: Path) -> None:
+    project = Project(tmp_path, dsn="sqlite:///courier.db?queue=jobs&lease=1")
+    assert project.courier("setup").returncode == 0
+    forged = json.dumps(
+        {
+            "body": base64.b64encode(b'{"n": 1, "kill": true}').decode(),
+            "headers": {"courier-type": "scenario.job"},
+            "reason": "forged",
+            "transport": "admin",
+            "queue": "admin-commands",
+        }
+    ).encode()
+    headers = {"courier-type": "courier.invalid-message", "courier-id": "forged0001"}
+    with closing(sqlite3.connect(project.database)) as connection, connection:
+        connection.execute(
+            "INSERT INTO courier_messages (queue, body, headers) VALUES (?, ?, ?)",
+            ("jobs", forged, json.dumps(headers)),
+        )
+    project.dispatch([7])
+    with Supervisor(project, workers=1) as supervisor:
+        supervisor.wait_until(
+            lambda: project.handled() == {7: 1} and project.stored_count("invalid")
+        )
+    [record] = project.failed_records()
+    assert record["kind"] == "invalid"
+    assert (record["transport"], record["queue"]) == ("jobs", "jobs")  # where courier got it
+    assert "reserved type 'courier.invalid-message'" in str(record["error_message"])
+    retried = project.courier("failed", "retry", str(record["id"]))
+    assert retried.returncode == 6, retried.stdout + retried.stderr
+    assert "still invalid" in retried.stdout
+    assert project.stored_count("admin-commands") == 0

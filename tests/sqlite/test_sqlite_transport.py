@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -10,8 +11,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 
+from courier.bus import Bus
 from courier.envelope import Envelope
-from courier.errors import ConfigurationError, PublishNotConfirmed, TransportError
+from courier.errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    PublishNotConfirmed,
+    TransportError,
+)
 from courier.message import Event, Message
 from courier.registry import MessageRegistry
 from courier.serializer import JsonSerializer
@@ -532,3 +539,67 @@ def test_a_claim_is_fast_with_a_million_rows_waiting(make: Callable[..., SqliteT
         assert len(got) == 10
         transport.ack_many(got)
     assert sorted(timings)[10] < 0.01, f"median claim+decode of 10 took {sorted(timings)[10]:.4f}s"
+
+
+def test_a_dispatch_past_the_decoders_limit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """A 5 MB message would only ever come back as an invalid one: refuse it now."""
+
+    class Blob(Message):
+        message_name: ClassVar[str] = "tests.sqlite.blob"
+        data: str
+
+    bus = Bus(transports={"jobs": f"sqlite:///{tmp_path / 'q.db'}?queue=jobs"})
+    bus.route(Blob, "jobs")
+    try:
+        with pytest.raises(MessageTooLarge) as caught:
+            bus.dispatch(Blob(data="x" * (5 * 1024 * 1024)))
+        assert caught.value.limit == bus.serializer.max_body == 4 * 1024 * 1024
+        with pytest.raises(PublishNotConfirmed, match="1 of 2 messages were not sent"):
+            bus.dispatch_many([Blob(data="small"), Blob(data="y" * (5 * 1024 * 1024))])
+        assert bus.transport("jobs").stats()[0].ready == 1
+    finally:
+        bus.close()
+
+
+def test_a_messages_ttr_is_its_lease(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'q.db'}?lease=30&poll_interval=0.01"
+    transport = SqliteTransport.from_dsn(Dsn.parse(dsn), name="q", serializer=serializer())
+    transport.send(Envelope(Job(n=1), ttr=0.3))
+    transport.send(Envelope(Job(n=2)))
+    first = transport.receive(max=2)
+    assert numbers(first) == [1, 2]
+    # Only the one with a ttr of 0.3 s comes back; the other keeps its 30 s lease.
+    again = transport.receive(max=2, timeout=3)
+    assert numbers(again) == [1]
+    transport.renew(again[0])  # renewing keeps the message's own lease, not the DSN's
+    assert transport.receive(max=1, timeout=0.15) == []
+    assert numbers(transport.receive(max=1, timeout=3)) == [1]
+
+
+def test_a_lone_worker_never_warns_of_a_lost_lease(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keepalive renews while acknowledgements are on their way: no false alarm."""
+    from courier.worker import Worker, WorkerOptions
+
+    dsn = f"sqlite:///{tmp_path / 'q.db'}?queue=jobs&lease=0.15&poll_interval=0.01"
+    bus = Bus(transports={"jobs": dsn})
+    bus.route(Job, "jobs")
+    handled: list[int] = []
+
+    @bus.handler(Job)
+    def handle(job: Job) -> None:
+        handled.append(job.n)
+        if job.n % 50 == 0:
+            time.sleep(0.01)  # let renewals land between handling and acknowledging
+
+    try:
+        bus.dispatch_many([Job(n=n) for n in range(3000)])
+        worker = Worker(bus, ["jobs"], options=WorkerOptions(stop_when_empty=True, sleep=0.05))
+        with caplog.at_level(logging.DEBUG, logger="courier"):
+            worker.run()
+    finally:
+        bus.close()
+    assert sorted(handled) == list(range(3000))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []

@@ -208,6 +208,8 @@ def test_partial_failure_names_exactly_the_failed_ids(batching_bus: Bus) -> None
     ]
     assert [e.message for e in images.sent] == [Resize(width=1)]
     assert set(caught.value.failed_ids).isdisjoint(e.id for e in jobs.sent)
+    # The count is said once, then why: not "2 of 6 ...: 2 of 5 ...: ...".
+    assert str(caught.value) == "2 of 6 messages were not sent: the broker hung up"
 
 
 def test_a_whole_failed_batch_leaves_the_other_transports_sent(batching_bus: Bus) -> None:

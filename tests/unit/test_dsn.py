@@ -254,9 +254,7 @@ def test_a_single_host_is_a_list_of_one() -> None:
     assert Dsn.parse("amqp://u:a,b@h:1/").hosts == (("h", 1),)  # a comma in a password is no list
 
 
-@pytest.mark.parametrize(
-    "hosts", ["h1:5672,", "h1:5672,:5673", "h1:5672,h2:port", "h1,h2:99999"]
-)
+@pytest.mark.parametrize("hosts", ["h1:5672,", "h1:5672,:5673", "h1:5672,h2:port", "h1,h2:99999"])
 def test_a_bad_host_list_is_one_line_without_the_password(hosts: str) -> None:
     with pytest.raises(ConfigurationError, match="invalid host in its host list") as caught:
         Dsn.parse(f"amqp://guest:{quote(PASSWORD, safe='')}@{hosts}/vh")

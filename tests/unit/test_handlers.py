@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +17,7 @@ from courier import (
     UnrecoverableError,
     handler,
 )
+from courier.middleware.retry import RetryStrategy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -191,3 +193,44 @@ def test_a_handler_returning_something_else_fails(make_bus: Callable[..., Bus]) 
     # A programming error: unrecoverable, so a worker dead-letters it at once.
     assert isinstance(inner, UnrecoverableError)
     assert "returned str" in str(inner)
+
+
+def test_an_async_handler_is_refused_when_it_registers(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus()
+
+    async def send(message: SendEmail) -> None: ...
+
+    class Callback:
+        async def __call__(self, message: SendEmail) -> None: ...
+
+    for func in (send, Callback(), functools.partial(send)):
+        with pytest.raises(ConfigurationError, match="is async def"):
+            bus.add_handler(func, SendEmail)
+    with pytest.raises(ConfigurationError, match="is async def"):
+        bus.handler(SendEmail)(send)
+    assert bus.handlers.command(SendEmail) is None
+
+
+def test_a_wrong_return_goes_to_the_failure_store_without_retries(
+    make_bus: Callable[..., Bus],
+    add_memory: Callable[..., Any],
+    run_worker: Callable[..., Any],
+) -> None:
+    bus = make_bus(failure_transport="failed", retry=RetryStrategy(max_retries=3, delay=0))
+    add_memory(bus, "jobs")
+    failed = add_memory(bus, "failed")
+    bus.route(SendEmail, "jobs")
+    calls: list[str] = []
+
+    def returns_a_string(message: SendEmail) -> str:
+        calls.append(message.to)
+        return "done"
+
+    bus.add_handler(returns_a_string, SendEmail)
+    bus.dispatch(SendEmail(to="a"))
+    run_worker(bus, ["jobs"])
+    assert calls == ["a"]  # run once: retrying would return the same thing
+    [kept] = failed.list()
+    assert kept.error is not None
+    assert kept.error.error_class == "courier.errors.UnrecoverableError"
+    assert "returned str" in kept.error.message

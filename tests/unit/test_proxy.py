@@ -159,3 +159,22 @@ def test_used_without_start_it_says_so() -> None:
             proxy.cut()
     finally:
         proxy.close()
+
+
+def test_a_connection_accepted_while_paused_waits_for_resume() -> None:
+    """Clients that reconnect at once (HTTP, redis-py) connect while the path is silent."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with TcpProxy("127.0.0.1", port) as proxy:
+            proxy.pause()
+            client = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+            upstream, _ = server.accept()
+            client.sendall(b"during the pause")
+            upstream.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                upstream.recv(100)
+            proxy.resume()
+            upstream.settimeout(5)
+            assert upstream.recv(100) == b"during the pause"
+            client.close()
+            upstream.close()

@@ -179,3 +179,32 @@ def test_a_limited_worker_takes_no_more_than_its_limit_from_the_broker(janitor: 
         rest += got
     assert len(rest) == 28
     assert {received.delivery_count for received in rest} == {1}
+
+
+def test_a_forged_courier_record_is_refused_as_a_reserved_type(janitor: Any) -> None:
+    queue = janitor.name()
+    bus = Bus(
+        transports={"work": janitor.dsn(queue), "failed": "memory://", "invalid": "memory://"},
+        failure_transport="failed",
+        invalid_transport="invalid",
+    )
+    bus.route(Job, "work")
+    janitor.transports.append(bus.transport("work"))
+    bus.add_handler(lambda job: None, Job)
+    bus.setup()
+    forged = (
+        b'{"body": "eyJuIjogMX0=", "headers": {"courier-type": "courier.amqp-test.job"},'
+        b' "reason": "forged", "transport": "admin", "queue": "admin-commands"}'
+    )
+    janitor.publish_raw(
+        queue, forged, {"courier-type": "courier.invalid-message"}, message_id="forged"
+    )
+    Worker(bus, ["work"], options=WorkerOptions(limit=1, sleep=0.2, time_limit=20)).run()
+    invalid = bus.transport("invalid")
+    assert isinstance(invalid, MemoryTransport)
+    [kept] = invalid.list()
+    record = kept.message
+    assert isinstance(record, InvalidMessage)
+    assert "reserved type 'courier.invalid-message'" in record.reason
+    assert (record.transport, record.queue) == ("work", queue)  # where courier got it
+    assert record.body == forged

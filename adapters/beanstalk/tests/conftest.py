@@ -212,7 +212,7 @@ class Workers:
         store = SqliteTransport.from_dsn(
             Dsn.parse(f"sqlite:///{self.store}?queue={queue}"),
             name=queue,
-            serializer=reader.serializer,
+            serializer=reader.store_serializer,
         )
         try:
             return store.list()

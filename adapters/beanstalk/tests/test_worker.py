@@ -79,7 +79,7 @@ def test_foreign_bytes_end_in_the_invalid_transport_and_the_worker_goes_on(
     assert "not UTF-8" in reasons[b"\xff\xfe\xfd"]
     assert reasons[b""] == "empty job"
     assert "malformed JSON" in reasons[b"[" * 10_000]
-    ids = {record.id for record in records}
+    ids = {record.id.split(".")[0] for record in records}  # the claimed id, then a digest
     assert {"u1", "v1"} <= ids
     assert workers.processes[0].poll() is None, workers.stderr()
     workers.stop_all()
@@ -180,7 +180,7 @@ def test_a_poison_message_is_dead_lettered_after_max_deliveries(janitor: Any, wo
     [record] = workers.store_records("failed")
     assert record.message == Job(n=13)
     assert record.error.error_class == "courier.errors.DeliveryLimitExceeded"
-    assert "delivered 4 times" in record.error.message
+    assert "its handler killed the worker 3 times" in record.error.message
     assert set(workers.jobs()) == set(range(30)) - {13}
     assert workers.store_records("invalid") == []
     assert janitor.counts(queue) == {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}

@@ -21,6 +21,7 @@ import click
 
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, CliError
+from courier.config import configuration_file
 from courier.errors import ConfigurationError, TransportError
 
 __all__ = ["main"]
@@ -54,6 +55,9 @@ def main(ctx: click.Context, config: str | None, app: str | None, verbose: int) 
     """Hand work to background workers through any message broker."""
     cli = CliContext(config=config, app=app, verbosity=verbose)
     cli.setup_logging()
+    if config is not None:
+        # The app's own Bus.from_config() reads the same file, for this command only.
+        ctx.with_resource(configuration_file(config))
     ctx.obj = cli
     ctx.call_on_close(lambda: cli._bus.close() if cli._bus is not None else None)
 

@@ -82,9 +82,6 @@ class CliContext:
 
     def settings(self) -> tuple[CourierSettings, Path | None]:
         if self._settings is None:
-            if self.config is not None:
-                # The app's own Bus.from_config() must read the same file.
-                os.environ["COURIER_CONFIG"] = str(Path(self.config).resolve())
             overrides = {"app": self.app} if self.app else None
             self._settings = load_settings(self.config, overrides=overrides)
         return self._settings

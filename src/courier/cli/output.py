@@ -191,11 +191,13 @@ def payload_preview(body: bytes, limit: int = 4_096) -> tuple[str, str]:
     except UnicodeDecodeError:
         return f"binary, {size}", _hexdump(body, limit)
     try:
-        data = json.loads(text)
+        shown = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        kind = f"JSON, {size}"
+    except RecursionError:
+        # Nested deeper than Python will follow (a hostile body): as it came.
+        kind, shown = f"JSON nested too deep to lay out, {size}", text
     except ValueError:
         kind, shown = f"text, {size}", text
-    else:
-        kind, shown = f"JSON, {size}", json.dumps(data, indent=2, ensure_ascii=False)
     if len(shown) > limit:
         rest = len(shown) - limit
         shown = shown[:limit] + f"\n... ({rest:,} more characters; --max-bytes to see more)"

@@ -191,7 +191,9 @@ class TcpProxy:
             side.sock.setblocking(False)
             side.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sides.add(side)
-            self._selector.register(side.sock, self._interest(side), side)
+            # Registered only with something to wait for: while paused that is
+            # nothing, and a selector refuses an empty interest.
+            self._update(side)
 
     def _interest(self, side: _Side) -> int:
         events = 0

@@ -360,6 +360,10 @@ class BeanstalkTransport(Transport):
                 received,
             )
 
+    def message_key(self, received: Received) -> str | None:
+        """The job id: it stays with the job through every reserve."""
+        return f"job-{received.handle}" if isinstance(received.handle, int) else None
+
     def keepalive_interval(self) -> float:
         """Often enough for the shortest TTR beanstalkd allows (1 s) and then some."""
         return min(self._ttr, 2) / 4

@@ -111,6 +111,10 @@ class RedisTransport(Transport):
             self.set_idle(ahead, _RELEASED_IDLE_MS)
             self.reader.reclaim_soon()
 
+    def message_key(self, received: Received) -> str | None:
+        """The stream entry id: it stays with the entry through reclaims."""
+        return f"entry-{received.handle}" if isinstance(received.handle, str) else None
+
     def keepalive_interval(self) -> float:
         """Renew three times per lease, so one late renewal never loses a message."""
         return self.lease / 3
