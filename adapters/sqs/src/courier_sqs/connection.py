@@ -234,8 +234,8 @@ class Connection:
         self._queues.pop(name, None)
 
     def _url(self, name: str) -> str | None:
-        if name == self.address.queue and self.address.queue_url:
-            return self.address.queue_url
+        # By name (and owner) even where the DSN gave the queue's URL: the
+        # answer is the same URL, and a missing queue is told apart.
         params: dict[str, str] = {"QueueName": self.names.sqs(name)}
         if self.address.owner:
             params["QueueOwnerAWSAccountId"] = self.address.owner
@@ -251,7 +251,7 @@ class Connection:
         with self.errors():
             attributes = self.client().get_queue_attributes(
                 QueueUrl=url, AttributeNames=["QueueArn", "MaximumMessageSize"]
-            )["Attributes"]
+            ).get("Attributes", {})
         info = QueueInfo(
             name,
             url,
@@ -276,7 +276,7 @@ class Connection:
         with self.errors():
             dead_arn = self.client().get_queue_attributes(
                 QueueUrl=dead_url, AttributeNames=["QueueArn"]
-            )["Attributes"]["QueueArn"]
+            ).get("Attributes", {})["QueueArn"]
         redrive = json.dumps(
             {"deadLetterTargetArn": dead_arn, "maxReceiveCount": self.options.max_receive_count}
         )
@@ -292,7 +292,7 @@ class Connection:
             with self.errors():
                 current = self.client().get_queue_attributes(
                     QueueUrl=url, AttributeNames=["RedrivePolicy"]
-                )["Attributes"]
+                ).get("Attributes", {})
                 if not current.get("RedrivePolicy"):
                     self.client().set_queue_attributes(
                         QueueUrl=url, Attributes={"RedrivePolicy": redrive}
@@ -340,7 +340,7 @@ class Connection:
                         "ApproximateNumberOfMessagesNotVisible",
                         "ApproximateNumberOfMessagesDelayed",
                     ],
-                )["Attributes"]
+                ).get("Attributes", {})
             )
 
     # -- settling ----------------------------------------------------------------

@@ -160,9 +160,9 @@ class SqsTransport(Transport):
         group: str | None = None,
         create: bool | None = None,
     ) -> str:
-        info = self.info(queue, create=create)
-        self._fit(out, info)
         try:
+            info = self.info(queue, create=create)
+            self._fit(out, info)
             return self.sender.send(info, Item(envelope, out, group))
         except Refused as error:
             if error.code in MISSING:
