@@ -265,8 +265,12 @@ def test_several_queues_first_come_first_and_never_more_than_max(janitor: Any) -
     assert sorted(r.envelope.message.n for r in got) == [0, 1, 2]
     transport.ack_many(got)
     # Both empty: they are waited on at once, and max is shared.
-    threading.Timer(0.3, lambda: transport.send_many([envelope(n) for n in range(5)], first)).start()
-    threading.Timer(0.3, lambda: transport.send_many([envelope(n) for n in range(5)], second)).start()
+    threading.Timer(
+        0.3, lambda: transport.send_many([envelope(n) for n in range(5)], first)
+    ).start()
+    threading.Timer(
+        0.3, lambda: transport.send_many([envelope(n) for n in range(5)], second)
+    ).start()
     got = transport.receive([first, second], max=3, timeout=2)
     assert 1 <= len(got) <= 3
     rest = receive(transport, 10 - len(got), queues=[first, second])
@@ -383,6 +387,7 @@ def test_fifo_queues_keep_order_per_group_and_deduplicate_by_envelope_id(janitor
 
 def test_threads_can_share_one_transport(janitor: Any) -> None:
     transport = janitor.transport(lease="20")  # none comes back while the hundred are taken
+
     def produce(start: int) -> None:
         transport.send_many([envelope(n) for n in range(start, start + 25)])
 

@@ -154,7 +154,7 @@ class Connection:
             connect_timeout=options.connect_timeout,
             # A long poll waits up to wait_time before SQS answers.
             read_timeout=options.wait_time + max(10.0, options.connect_timeout),
-            retries={"max_attempts": options.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
             max_pool_connections=32,
             user_agent_extra=self._user_agent,
         )
@@ -249,9 +249,13 @@ class Connection:
 
     def _remember(self, name: str, url: str) -> QueueInfo:
         with self.errors():
-            attributes = self.client().get_queue_attributes(
-                QueueUrl=url, AttributeNames=["QueueArn", "MaximumMessageSize"]
-            ).get("Attributes", {})
+            attributes = (
+                self.client()
+                .get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["QueueArn", "MaximumMessageSize"]
+                )
+                .get("Attributes", {})
+            )
         info = QueueInfo(
             name,
             url,
@@ -274,9 +278,11 @@ class Connection:
             None,
         )
         with self.errors():
-            dead_arn = self.client().get_queue_attributes(
-                QueueUrl=dead_url, AttributeNames=["QueueArn"]
-            ).get("Attributes", {})["QueueArn"]
+            dead_arn = (
+                self.client()
+                .get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])
+                .get("Attributes", {})["QueueArn"]
+            )
         redrive = json.dumps(
             {"deadLetterTargetArn": dead_arn, "maxReceiveCount": self.options.max_receive_count}
         )
@@ -290,9 +296,11 @@ class Connection:
             url = self._create(self.names.sqs(name), attributes, tags)
         else:
             with self.errors():
-                current = self.client().get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["RedrivePolicy"]
-                ).get("Attributes", {})
+                current = (
+                    self.client()
+                    .get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+                    .get("Attributes", {})
+                )
                 if not current.get("RedrivePolicy"):
                     self.client().set_queue_attributes(
                         QueueUrl=url, Attributes={"RedrivePolicy": redrive}
@@ -333,14 +341,16 @@ class Connection:
     def counts(self, url: str) -> dict[str, str]:
         with self.errors():
             return dict(
-                self.client().get_queue_attributes(
+                self.client()
+                .get_queue_attributes(
                     QueueUrl=url,
                     AttributeNames=[
                         "ApproximateNumberOfMessages",
                         "ApproximateNumberOfMessagesNotVisible",
                         "ApproximateNumberOfMessagesDelayed",
                     ],
-                ).get("Attributes", {})
+                )
+                .get("Attributes", {})
             )
 
     # -- settling ----------------------------------------------------------------

@@ -187,7 +187,10 @@ def incoming(body: str, attributes: Mapping[str, Mapping[str, Any]] | None) -> I
                 f"the body is marked {ENCODING}: {BASE64} but is not base64", raw, headers
             ) from None
     if encoding == PACKED:
-        packed_body, packed_headers = unpack(raw)
+        try:
+            packed_body, packed_headers = unpack(raw)
+        except MessageDecodingFailed as error:
+            raise MessageDecodingFailed(error.reason, raw, headers) from None
         return Incoming(packed_body, packed_headers, due)
     shown = encoding[:40] + ("..." if len(encoding) > 40 else "")
     raise MessageDecodingFailed(f"unknown {ENCODING} {shown!r}", raw, headers)
