@@ -170,9 +170,7 @@ def test_a_worker_killed_while_holding_messages_loses_none(janitor: Any, tmp_pat
     held = janitor.sqs.get_queue_attributes(
         QueueUrl=janitor.queue_url(queue), AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
-    assert int(held) > 0, (
-        f"the worker ({len(handled())} handled, {errors.read_text()}) should have died holding received, unacknowledged messages"
-    )
+    assert int(held) > 0, f"it died holding nothing ({len(handled())} handled)"
 
     consumer = Bus(transports={"work": dsn, "failed": "memory://"}, failure_transport="failed")
     consumer.route(Job, "work")
@@ -294,7 +292,7 @@ def test_a_poison_message_ends_in_the_failure_store_while_healthy_ones_flow(
             while not finished() and time.monotonic() < deadline:
                 process = start_worker(ledger, stderr, dsn, **environ)
                 try:
-                    wait_for(lambda: process.poll() is not None or finished(), timeout=30)
+                    wait_for(lambda p=process: p.poll() is not None or finished(), timeout=30)
                 finally:
                     if process.poll() is None:
                         process.send_signal(signal.SIGTERM)
