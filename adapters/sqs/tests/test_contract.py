@@ -20,7 +20,7 @@ class TestSqsContract(TransportContract):
     delay = 1.0
     receive_timeout = 5.0
     #: A little over the janitor's lease=1: an unsettled message would be back by then.
-    redelivery_wait = 1.3
+    redelivery_wait = 1.2
 
     @pytest.fixture(autouse=True)
     def _broker(self, janitor: Any) -> None:
@@ -57,7 +57,7 @@ class TestSqsContract(TransportContract):
         transport.ack_many(received)
 
     def test_a_thousand_messages_no_loss_no_duplicate(self, queue: str) -> None:
-        # The contract's case with the backlog kept at fifty: moto's server
+        # The contract's case with the backlog kept at twenty: moto's server
         # does work proportional to the queue's length for every message it
         # sends, receives or deletes (SQS does not), so a thousand-message
         # backlog costs it minutes. Still a thousand messages, each received
@@ -68,10 +68,10 @@ class TestSqsContract(TransportContract):
         batch = [self.envelope(n) for n in range(1000)]
         received: list[Received] = []
         deadline = time.monotonic() + 90.0
-        for start in range(0, 1000, 50):
-            transport.send_many(batch[start : start + 50])
-            while len(received) < start + 50 and time.monotonic() < deadline:
-                chunk = self.receive_n(transport, start + 50 - len(received))
+        for start in range(0, 1000, 20):
+            transport.send_many(batch[start : start + 20])
+            while len(received) < start + 20 and time.monotonic() < deadline:
+                chunk = self.receive_n(transport, start + 20 - len(received))
                 transport.ack_many(chunk)
                 received += chunk
         ids = [r.envelope.id for r in received if r.envelope is not None]

@@ -156,7 +156,7 @@ def test_publishing_through_cuts_confirms_or_names_what_failed(
     queue = janitor.name()
     transport = janitor.transport(queue, url=proxied(janitor.url, proxy), max_attempts="2")
     transport.setup()
-    batch = [Envelope(ContractMessage(n=n)) for n in range(200)]
+    batch = [Envelope(ContractMessage(n=n)) for n in range(100)]
     stop = threading.Event()
 
     def cutter() -> None:
@@ -166,8 +166,8 @@ def test_publishing_through_cuts_confirms_or_names_what_failed(
     thread = threading.Thread(target=cutter)
     thread.start()
     try:
-        for start in range(0, len(batch), 50):
-            pending = batch[start : start + 50]
+        for start in range(0, len(batch), 25):
+            pending = batch[start : start + 25]
             while pending:
                 try:
                     transport.send_many(pending)
