@@ -160,8 +160,16 @@ def test_publishing_through_cuts_confirms_or_names_what_failed(
     stop = threading.Event()
 
     def cutter() -> None:
-        while not stop.wait(0.05):
+        # Four times: hold the next request that comes, then cut it mid-flight.
+        for _ in range(4):
+            if stop.wait(0.05):
+                return
+            proxy.pause()
+            before, deadline = proxy.accepted, time.monotonic() + 2
+            while proxy.accepted == before and time.monotonic() < deadline:
+                time.sleep(0.005)
             proxy.cut()
+            proxy.resume()
 
     thread = threading.Thread(target=cutter)
     thread.start()
@@ -186,6 +194,7 @@ def test_publishing_through_cuts_confirms_or_names_what_failed(
         seen.update(r.envelope.id for r in got if r.envelope)
         consumer.ack_many(got)
     assert set(seen) == {e.id for e in batch}  # a cut after SQS stored it may duplicate
+    assert proxy.cuts >= 1
 
 
 def test_a_worker_survives_cuts_mid_stream_and_loses_nothing(janitor: Any, proxy: TcpProxy) -> None:

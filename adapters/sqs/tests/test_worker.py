@@ -265,9 +265,9 @@ def test_a_poison_message_ends_in_the_failure_store_while_healthy_ones_flow(
     queue = janitor.name()
     dsn = janitor.dsn(queue, lease="1")
     bus = producer(janitor, dsn)
-    bus.dispatch_many([Job(n=n) for n in range(10)])
+    bus.dispatch_many([Job(n=n) for n in range(6)])
     bus.dispatch(Job(n=999))
-    bus.dispatch_many([Job(n=n) for n in range(10, 20)])
+    bus.dispatch_many([Job(n=n) for n in range(6, 12)])
     ledger, errors = tmp_path / "ledger", tmp_path / "stderr"
     ledger.touch()
     failed = f"sqlite:///{tmp_path / 'failed.db'}?queue=failed"
@@ -283,7 +283,7 @@ def test_a_poison_message_ends_in_the_failure_store_while_healthy_ones_flow(
     store = SqliteTransport.from_dsn(Dsn.parse(failed), name="failed", serializer=job_serializer())
 
     def finished() -> bool:
-        return {n for n, _ in read_ledger(ledger)} == set(range(20)) and bool(store.list())
+        return {n for n, _ in read_ledger(ledger)} == set(range(12)) and bool(store.list())
 
     deaths = 0
     deadline = time.monotonic() + 60
@@ -301,7 +301,7 @@ def test_a_poison_message_ends_in_the_failure_store_while_healthy_ones_flow(
                     assert process.returncode == 3, errors.read_text()
                     deaths += 1
         handled = Counter(n for n, _ in read_ledger(ledger))
-        assert set(handled) == set(range(20))
+        assert set(handled) == set(range(12))
         assert deaths == 2, errors.read_text()  # max_deliveries=2: the third goes to the store
         [kept] = store.list()
         assert kept.type == Job.message_name
