@@ -88,6 +88,7 @@ class Receiver:
         self.options = transport.options
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._names: dict[str, list[str]] | None = None
 
     def receive(self, names: Sequence[str], most: int, wait: float) -> list[Received]:
         infos = [self.transport.info(name) for name in names]
@@ -147,16 +148,30 @@ class Receiver:
         if pool is not None:
             pool.shutdown(wait=True)
 
+    def _system_attributes(self, client: Any) -> dict[str, list[str]]:
+        """The receive count and group, asked for under both names SQS has had for it.
+
+        ``AttributeNames`` is deprecated but is all older boto3 releases and
+        some emulators know; ``MessageSystemAttributeNames`` is SQS's name now.
+        """
+        if self._names is None:
+            members = client.meta.service_model.operation_model("ReceiveMessage").input_shape
+            self._names = {"AttributeNames": _SYSTEM_ATTRIBUTES}
+            if "MessageSystemAttributeNames" in members.members:
+                self._names["MessageSystemAttributeNames"] = _SYSTEM_ATTRIBUTES
+        return self._names
+
     def _take(self, info: QueueInfo, most: int, wait_seconds: int) -> list[dict[str, Any]]:
         try:
             with self.connection.errors():
-                answer = self.connection.client().receive_message(
+                client = self.connection.client()
+                answer = client.receive_message(
                     QueueUrl=info.url,
                     MaxNumberOfMessages=min(10, most),
                     WaitTimeSeconds=min(20, wait_seconds),
                     VisibilityTimeout=self.options.visibility,
                     MessageAttributeNames=["All"],
-                    MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES,
+                    **self._system_attributes(client),
                 )
         except Refused as error:
             if error.code in MISSING:
