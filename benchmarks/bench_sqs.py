@@ -34,6 +34,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -94,9 +95,14 @@ def dsn(endpoint: str, queue: str) -> str:
 
 
 def buses(endpoint: str, queues: list[str]) -> tuple[Transport, list[Bus]]:
-    """One transport, and a bus per queue routing SendEmail there (all set up, connected)."""
+    """One transport, and a bus per queue routing SendEmail there.
+
+    Each queue is looked up before the clock starts (its URL and size limit),
+    as raw looks up each queue's URL.
+    """
     transport = SqsTransport(dsn(endpoint, queues[0]), name="bench", serializer=_serializer())
-    transport.setup(queues)
+    for queue in queues:
+        transport.info(queue)
     made = []
     for queue in queues:
         bus = Bus(transports={"bench": transport})
@@ -242,12 +248,10 @@ def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) ->
 
 
 def fill(endpoint: str, queues: list[str], count: int) -> None:
-    client = raw_client(endpoint)
-    bus_transport, made = buses(endpoint, queues)
+    transport, made = buses(endpoint, queues)
     for bus, numbers in zip(made, shares(queues, count), strict=True):
         bus.dispatch_many([SendEmail(**payload(n)) for n in numbers])
-    bus_transport.close()
-    client.close()
+    transport.close()
 
 
 def measure(
@@ -256,8 +260,8 @@ def measure(
     """Run ``case`` in a fresh process on fresh queues; messages per second."""
     run = uuid.uuid4().hex[:6]
     queues = [f"{TAG}-{run}-{i}" for i in range(max(1, count // backlog))]
-    transport, _ = buses(endpoint, queues)  # the same queues for both sides
-    transport.close()
+    client = raw_client(endpoint)
+    urls = [client.create_queue(QueueName=queue)["QueueUrl"] for queue in queues]
     if prefill:
         fill(endpoint, queues, count)
     context = multiprocessing.get_context("spawn")
@@ -266,17 +270,14 @@ def measure(
     process.start()
     rate = float(results.get(timeout=900))
     process.join()
-    client = raw_client(endpoint)
     left = 0
-    for queue in queues:
-        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+    for url in urls:
         attributes = client.get_queue_attributes(
             QueueUrl=url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         left += sum(int(value) for value in attributes.values())
         client.delete_queue(QueueUrl=url)
-        client.delete_queue(QueueUrl=client.get_queue_url(QueueName=f"{queue}-dead")["QueueUrl"])
     client.close()
     expected = 0 if prefill else count
     if left != expected:
@@ -326,9 +327,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backlog", type=int, default=20, help="most messages per queue")
+    parser.add_argument("--backlog", type=int, default=40, help="most messages per queue")
     args = parser.parse_args(argv)
     server, endpoint = start_server()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     try:
         print(
             f"{args.messages:,} messages of ~{len(json.dumps(payload(0)))} bytes over "
