@@ -40,17 +40,6 @@ REGION = "us-east-1"
 FAST = {"wait_time": "1", "lease": "1", "connect_timeout": "2", "subscription_ttl": "0"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """moto's server imports modules that warn on newer Pythons; only for this adapter's tests."""
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.path).startswith(here):
-            item.add_marker(
-                pytest.mark.filterwarnings("ignore::DeprecationWarning:moto"),
-            )
-            item.add_marker(pytest.mark.filterwarnings("ignore::DeprecationWarning:werkzeug"))
-
-
 def _quicken_moto() -> None:
     """Make two helpers of moto's SQS model cheap, without changing what they return.
 
