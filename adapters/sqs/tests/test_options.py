@@ -52,6 +52,7 @@ def test_defaults_are_documented_values() -> None:
     assert options.dead_letter_suffix == "-dead"
     assert options.max_receive_count == 20
     assert options.message_group == "courier"
+    assert options.batches_in_flight == 8
     assert options.sns is False
     assert options.topic_prefix == ""
     assert options.subscription_ttl == 60.0

@@ -66,6 +66,8 @@ class SqsOptions(TransportOptions):
     #: FIFO queues: the MessageGroupId of messages without a
     #: ``sqs-message-group-id`` header (one group: one message at a time, in order).
     message_group: str = Field(default="courier", min_length=1, max_length=128)
+    #: SendMessageBatch requests ``send_many`` keeps in flight at once (FIFO: one).
+    batches_in_flight: int = Field(default=8, ge=1, le=32)
     #: Publish events through one SNS topic per courier topic, subscribed by
     #: every subscription queue with raw message delivery.
     sns: bool = False

@@ -1,7 +1,9 @@
 """SendMessage and SendMessageBatch, with FIFO's group and deduplication ids.
 
 A batch holds at most ten entries and SQS's batch payload limit; each
-entry can fail on its own. A failure SQS blames on itself (``SenderFault``
+entry can fail on its own. ``send_batch`` keeps up to ``batches_in_flight``
+requests in flight at once (one after another for FIFO queues, whose order
+is the order of sending). A failure SQS blames on itself (``SenderFault``
 false) is sent once more at once; what still fails is reported by
 position, and the rest of the batch stands. A batch whose request got no
 answer at all failed as a whole, and so do the batches after it: the
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from courier.envelope import Envelope
@@ -68,10 +72,14 @@ class Batch(NamedTuple):
 class Sender:
     """Sends through a :class:`Connection`; FIFO parameters when its queues are FIFO."""
 
-    def __init__(self, connection: Connection, message_group: str) -> None:
+    def __init__(self, connection: Connection, message_group: str, in_flight: int = 1) -> None:
         self.connection = connection
         self.fifo = connection.names.fifo
         self.message_group = message_group
+        #: SendMessageBatch requests kept in flight at once by ``send_batch``.
+        self.in_flight = in_flight
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def _entry(self, item: Item) -> dict[str, Any]:
         out = item.outgoing
@@ -110,19 +118,42 @@ class Sender:
             size += item.outgoing.size
         if chunk:
             chunks.append(chunk)
-        lost: str | None = None
-        for positions in chunks:
-            if lost is not None:
-                failures.update((position, lost) for position in positions)
-                continue
+        lost: list[str] = []
+
+        def send(positions: list[int]) -> None:
+            # Each request writes only its own positions: no lock needed.
+            if lost:
+                failures.update((position, lost[0]) for position in positions)
+                return
             try:
                 self._send_chunk(info, items, positions, ids, failures)
             except ConnectionLost as error:
-                lost = str(error)
-                failures.update((position, lost) for position in positions)
+                lost.append(str(error))
+                failures.update((position, str(error)) for position in positions)
             except TransportError as error:
                 failures.update((position, str(error)) for position in positions)
+
+        if len(chunks) == 1 or self.fifo or self.in_flight == 1:
+            for positions in chunks:  # a FIFO queue keeps the order it is sent in
+                send(positions)
+        else:
+            for _ in self._executor().map(send, chunks):
+                pass
         return Batch(ids, failures)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.in_flight, thread_name_prefix="courier-sqs-send"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _send_chunk(
         self,

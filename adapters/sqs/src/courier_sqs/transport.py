@@ -100,7 +100,7 @@ class SqsTransport(Transport):
             max_message_size=options.max_message_size or DEFAULT_MAX_MESSAGE_SIZE,
         )
         self.connection = Connection(self.dsn, options, address, name)
-        self.sender = Sender(self.connection, options.message_group)
+        self.sender = Sender(self.connection, options.message_group, options.batches_in_flight)
         self.receiver = Receiver(self)
         self.topics = Topics(self.connection, self._send_existing)
 
@@ -364,6 +364,7 @@ class SqsTransport(Transport):
         return result
 
     def close(self) -> None:
+        self.sender.close()
         self.receiver.close()
         self.connection.close()
 
