@@ -362,17 +362,20 @@ def test_fifo_queues_keep_order_per_group_and_deduplicate_by_envelope_id(janitor
     transport = janitor.transport(f"{janitor.name()}.fifo", message_group="g")
     transport.setup()
     sqs_name = transport.queue
-    batch = [envelope(n) for n in range(5)]
-    transport.send_many(batch)
+    batch = [envelope(n) for n in range(15)]
+    transport.send_many(batch)  # two requests, one after the other
     transport.send(batch[0])  # a send retried after a lost answer: stored once
+    first = receive(transport, 10)  # one group: the next only once these are done
+    assert [r.envelope.message.n for r in first] == list(range(10))
+    transport.ack_many(first)
     got = receive(transport, 5)
-    assert [r.envelope.message.n for r in got] == [0, 1, 2, 3, 4]
+    assert [r.envelope.message.n for r in got] == [10, 11, 12, 13, 14]
     assert transport.receive(max=10, timeout=1) == []
     # A retry is a new attempt (a new deduplication id) in the same group.
     transport.retry(got[0], got[0].envelope.with_(attempt=2, received=None), 0)
     transport.ack_many(got[1:])
     [again] = receive(transport)
-    assert (again.envelope.message.n, again.envelope.attempt) == (0, 2)
+    assert (again.envelope.message.n, again.envelope.attempt) == (10, 2)
     transport.reject(again, "no")
     [dead] = janitor.receive_raw(sqs_name.replace(".fifo", "-dead.fifo"))
     assert dead["Attributes"]["MessageGroupId"] == "g"
