@@ -407,10 +407,10 @@ def test_threads_can_share_one_transport(janitor: Any) -> None:
 def test_no_output_shows_the_secret_key(
     janitor: Any, sqs_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    secret = "s3cr3t-courier-key"
+    secret, token, key = "s3cr3t-courier-key", "t0k3n-of-a-session", "AKIDCOURIERTEST"
     assert secret in sqs_url
     with caplog.at_level(logging.DEBUG):
-        transport = janitor.transport()
+        transport = janitor.transport(session_token=token)
         transport.setup()
         transport.send(envelope(1))
         [got] = receive(transport)
@@ -421,7 +421,10 @@ def test_no_output_shows_the_secret_key(
         )
         with pytest.raises(TransportError) as caught:
             nowhere.send(envelope(2))
+    assert "Sending http request" in caplog.text  # botocore's DEBUG lines were there
     for text in (caplog.text, str(caught.value), repr(caught.value), repr(transport)):
         assert secret not in text
+        assert token not in text
+        assert key not in text
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__

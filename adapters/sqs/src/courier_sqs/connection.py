@@ -43,6 +43,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from courier.errors import ConfigurationError, ConnectionLost, TransportError
 from courier.transports.dsn import MASK, Dsn
 from courier_sqs.address import Address, QueueNames
+from courier_sqs.logmask import hide
 from courier_sqs.options import DEFAULT_MAX_MESSAGE_SIZE, SqsOptions
 
 __all__ = ["MISSING", "STALE", "Connection", "QueueInfo", "Refused"]
@@ -107,11 +108,8 @@ class Connection:
     # -- clients and errors ----------------------------------------------------
 
     def mask(self, text: str) -> str:
-        """``text`` without the secret key, the session token or the access key id."""
+        """``text`` without the secret key, the session token (both the DSN's) or the key id."""
         text = self._dsn.mask(text)
-        token = self.options.session_token
-        if token is not None and token.get_secret_value():
-            text = text.replace(token.get_secret_value(), MASK)
         key = self._dsn.username
         if key and len(key) >= 3:
             text = text.replace(key, MASK)
@@ -159,18 +157,20 @@ class Connection:
             user_agent_extra=self._user_agent,
         )
         make: Any = session.client  # typed per service name; courier passes it through
+        token = options.session_token.get_secret_value() if options.session_token else None
+        key = self._dsn.username if self._dsn.username and len(self._dsn.username) >= 3 else None
         with self.errors(), _sessions_lock:
-            return make(
+            client = make(
                 service,
                 region_name=region,
                 endpoint_url=self.address.endpoint_url,
                 config=config,
                 aws_access_key_id=self._dsn.username or None,
                 aws_secret_access_key=self._dsn.password,
-                aws_session_token=(
-                    options.session_token.get_secret_value() if options.session_token else None
-                ),
+                aws_session_token=token,
             )
+        hide(self._dsn.password, token, key)  # botocore logs signed requests at DEBUG
+        return client
 
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:

@@ -182,43 +182,50 @@ class SqsTransport(Transport):
         return envelope.with_(transport_message_id=message_id)
 
     def send_many(self, envelopes: Sequence[Envelope], queue: str | None = None) -> list[Envelope]:
+        """SendMessageBatch requests of ten, several in flight; see :class:`Sender`.
+
+        A message too large for the queue fails alone, before anything is
+        sent; the others go.
+        """
         if not envelopes:
             return []
         name = queue or self.queue
         for envelope in envelopes:
             self._refuse_delay(envelope.delay)
         failed: dict[int, str] = {}
-        items: list[Item] = []
-        positions: list[int] = []
+        prepared: list[tuple[int, Item]] = []
         for position, envelope in enumerate(envelopes):
             try:
-                items.append(Item(envelope, self._outgoing(envelope, name, envelope.delay)))
-                positions.append(position)
+                out = self._outgoing(envelope, name, envelope.delay)
             except MessageTooLarge as error:
                 failed[position] = str(error)
-        sent: list[Envelope] = list(envelopes)
-        try:
-            info = self.info(name)
-        except TransportError as error:
-            failed.update((position, str(error)) for position in positions)
-            items = []
-        if items:
-            for item, position in zip(list(items), positions, strict=True):
-                try:
-                    self._fit(item.outgoing, info)
-                except MessageTooLarge as error:
-                    failed[position] = str(error)
-            kept = [(i, p) for i, p in zip(items, positions, strict=True) if p not in failed]
-            batch = self.sender.send_batch(info, [item for item, _ in kept])
-            for (item, position), message_id in zip(kept, batch.message_ids, strict=True):
+            else:
+                prepared.append((position, Item(envelope, out)))
+        sent = list(envelopes)
+        if prepared:
+            try:
+                info = self.info(name)
+            except TransportError as error:
+                failed.update((position, str(error)) for position, _ in prepared)
+                prepared = []
+        ready: list[tuple[int, Item]] = []
+        for position, item in prepared:
+            try:
+                self._fit(item.outgoing, info)
+            except MessageTooLarge as error:
+                failed[position] = str(error)
+            else:
+                ready.append((position, item))
+        if ready:
+            batch = self.sender.send_batch(info, [item for _, item in ready])
+            for (position, item), message_id in zip(ready, batch.message_ids, strict=True):
                 if message_id is not None:
                     sent[position] = item.envelope.with_(transport_message_id=message_id)
             for index, reason in batch.failures.items():
-                failed[kept[index][1]] = reason
+                failed[ready[index][0]] = reason
         if failed:
-            first = failed[min(failed)]
             raise PublishNotConfirmed(
-                f"{len(failed)} of {len(envelopes)} messages were not sent: {first}",
+                f"{len(failed)} of {len(envelopes)} messages were not sent: {failed[min(failed)]}",
                 [envelopes[position].id for position in sorted(failed)],
             )
         return sent
