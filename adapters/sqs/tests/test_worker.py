@@ -212,7 +212,7 @@ def test_renew_keeps_a_long_handlers_message_from_other_workers(janitor: Any) ->
         def handle(job: Job, name: str = name) -> None:
             handled.append((name, job.n))
             if job.n == 0:
-                time.sleep(3.5)  # three and a half leases, renewed every third of one
+                time.sleep(2.5)  # two and a half leases, renewed every third of one
 
         bus.add_handler(handle, Job)
         workers.append(Worker(bus, ["work"], options=WorkerOptions(prefetch=1, sleep=0.2)))
@@ -221,7 +221,7 @@ def test_renew_keeps_a_long_handlers_message_from_other_workers(janitor: Any) ->
         thread.start()
     try:
         wait_for(lambda: {n for _, n in handled} == set(range(6)), timeout=20)
-        time.sleep(4.5)  # past the long handler, and a lease after it
+        time.sleep(3.7)  # past the long handler, and a lease after it
     finally:
         for worker in workers:
             worker.stop()
