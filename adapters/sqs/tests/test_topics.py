@@ -95,3 +95,21 @@ def test_with_sns_one_publish_reaches_every_subscription_with_its_attributes(
         got = receive_one(consumer, f"{topic}.{name}")
         assert got.envelope.id == delayed.id
         consumer.ack(got)
+
+
+def test_fifo_events_through_a_fifo_sns_topic_keep_their_order_and_group(janitor: Any) -> None:
+    prefix = f"sns-{janitor.tag}-"
+    transport = janitor.transport(f"{janitor.name()}.fifo", sns="true", topic_prefix=prefix)
+    topic = janitor.name("topic")
+    transport.setup(topics={topic: ["mail"]})
+    assert transport.topics.topic_arn(topic).endswith(f":{prefix}{topic}.fifo")
+    events = [Envelope(ContractEvent(n=n)) for n in range(3)]
+    for event in events:
+        transport.publish(event, topic, ["mail"])
+    got: list[Any] = []
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += transport.receive([f"{topic}.mail"], max=10, timeout=1)
+    assert [r.envelope.id for r in got] == [e.id for e in events]
+    assert {r.handle.group for r in got} == {"courier"}
+    transport.ack_many(got)
