@@ -216,6 +216,7 @@ class Session:
         The broker takes back whatever this session held unacknowledged.
         """
         self._closing = True
+        said_goodbye = False
         if self.lost is None:
             receipt = self._receipt_id()
             batch = Batch(["disconnect"])
@@ -224,19 +225,26 @@ class Session:
                     self._conn.send_frame("DISCONNECT", {"receipt": receipt})
                 except (StompException, OSError):
                     self.receipts.forget(receipt, "not sent")
-                batch.wait(timeout if timeout is not None else self.endpoint.connect_timeout)
+                limit = timeout if timeout is not None else self.endpoint.connect_timeout
+                said_goodbye = not batch.wait(limit)
         self._lose("closed")
-        self._abandon()
+        self._abandon(said_goodbye)
 
-    def _abandon(self) -> None:
+    def _abandon(self, said_goodbye: bool = False) -> None:
+        """Stop stomp.py's threads; after a DISCONNECT receipt the broker closes the socket."""
         transport = self._conn.transport
-        try:
-            transport.disconnect_socket()
-        except Exception as error:  # pragma: no cover - stomp.py's own cleanup failed
-            logger.debug("closing the STOMP socket failed: %s", error)
         thread = getattr(transport, "io_thread", None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(2.0)
+        if thread is threading.current_thread():
+            thread = None
+        if said_goodbye and thread is not None:
+            thread.join(1.0)
+        if thread is None or thread.is_alive():
+            try:
+                transport.disconnect_socket()
+            except Exception as error:  # pragma: no cover - stomp.py's own cleanup failed
+                logger.debug("closing the STOMP socket failed: %s", error)
+            if thread is not None:
+                thread.join(2.0)
 
     # -- the receiver thread -------------------------------------------------
 
