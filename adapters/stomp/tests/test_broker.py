@@ -321,7 +321,9 @@ def test_reject_moves_the_message_to_its_dead_letter_queue_with_the_reason(
 
 def test_bodies_stay_bytes_end_to_end(janitor: Any, transport: StompTransport) -> None:
     body = b'{"n": 1, "text": "\xff\xfe\x00 not utf-8"}'
-    janitor.raw.send(f"/queue/{transport.queue}", body, {"courier-type": "courier.contract.message"})
+    janitor.raw.send(
+        f"/queue/{transport.queue}", body, {"courier-type": "courier.contract.message"}
+    )
     [got] = receive(transport)
     assert got.envelope is None
     assert got.raw == body

@@ -156,6 +156,8 @@ class Session:
         self.subscribed: dict[str, str] = {}
         #: Ack id -> queue, for what this session holds unsettled.
         self._unsettled: dict[str, str] = {}
+        #: ACK and NACK frames sent, for tests and diagnostics.
+        self.settled = 0
         self._conn = self._connection()
 
     def _connection(self) -> Any:
@@ -412,6 +414,7 @@ class Session:
                     send("ACK", {"id": ack})
                 else:
                     send("NACK", {"id": ack, "requeue": "true" if requeue else "false"})
+                self.settled += 1
         except (StompException, OSError) as error:
             self._lose(f"sending {command} failed: {type(error).__name__}")
             raise self.lost_error() from None
