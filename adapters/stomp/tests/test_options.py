@@ -69,10 +69,10 @@ def test_unknown_options_are_errors_and_the_password_stays_hidden() -> None:
         transport(queue_type="stream")
 
 
-def test_lease_sets_the_heartbeat_to_half_of_it() -> None:
+def test_lease_sets_the_heartbeat_to_a_third_of_it() -> None:
     made = transport(lease="6")
-    assert made.options.heartbeat == 3.0
-    assert made._endpoint.heartbeat_ms == 3000
+    assert made.options.heartbeat == 2.0
+    assert made._endpoint.heartbeat_ms == 2000
     assert transport(heartbeat="0")._endpoint.heartbeat_ms == 0
     with pytest.raises(ConfigurationError, match="lease or heartbeat"):
         transport(lease="6", heartbeat="2")

@@ -117,6 +117,28 @@ def test_a_silent_network_is_noticed_through_heartbeats(janitor: Any, proxy: Tcp
     transport.ack(got)
 
 
+def test_a_silent_holders_message_comes_back_within_the_lease(
+    janitor: Any, proxy: TcpProxy
+) -> None:
+    # A consumer that vanished without closing (a hung host, a dead network
+    # path): RabbitMQ notices through heart-beats that lease= sets.
+    queue = janitor.name()
+    holder = janitor.transport(queue, url=proxied(janitor.url, proxy), lease="3")
+    sent = holder.send(Envelope(ContractMessage(n=1)))
+    [taken] = holder.receive(max=1, timeout=5)
+    other = janitor.transport(queue)
+    assert other.receive(max=1, timeout=0.2) == []
+    proxy.pause()
+    started = time.monotonic()
+    [again] = other.receive(max=1, timeout=10)
+    waited = time.monotonic() - started
+    assert again.envelope is not None
+    assert again.envelope.id == taken.envelope.id == sent.id
+    assert 1.0 < waited < 3.0 + 1.0
+    other.ack(again)
+    proxy.resume()
+
+
 def test_a_worker_survives_cuts_mid_stream_and_loses_nothing(janitor: Any, proxy: TcpProxy) -> None:
     queue = janitor.name()
     total = 300

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stomp  # type: ignore[import-untyped]
+import stomp.utils as stomp_utils  # type: ignore[import-untyped]
 from stomp.exception import StompException  # type: ignore[import-untyped]
 
 from courier.errors import ConnectionLost, TransportError
@@ -293,6 +294,30 @@ class Session:
             self._unsettled.clear()
             self._cond.notify_all()
 
+    # -- writing -------------------------------------------------------------
+
+    def _write(self, frames: Sequence[tuple[str, dict[str, str], bytes]]) -> None:
+        """Send ``frames`` (command, headers, body) in one socket write.
+
+        stomp.py writes each frame with a ``sendall`` of its own; a batch of
+        ACKs or SENDs written one by one costs a system call and a hand-over
+        of the GIL to the receiver thread per frame. Here stomp.py still
+        escapes and encodes every frame (as its ``send_frame`` would); only
+        the write is shared. A TLS connection, whose writes stomp.py's own
+        thread performs, sends frame by frame.
+        """
+        conn = self._conn
+        transport = conn.transport
+        if len(frames) == 1 or not transport.blocking:
+            for command, headers, body in frames:
+                conn.send_frame(command, headers, body)
+            return
+        chunks: list[bytes] = []
+        for command, headers, body in frames:
+            conn._escape_headers(headers)
+            chunks += stomp_utils.convert_frame(stomp_utils.Frame(command, headers, body))
+        transport.send(stomp_utils.pack(chunks))
+
     # -- publishing ----------------------------------------------------------
 
     def publish(
@@ -304,23 +329,36 @@ class Session:
         """SEND ``frame(i)`` for each id with a receipt; wait; the failures by id.
 
         ``frame`` may raise for one message (too large, a delay too long):
-        that message fails alone, before anything of it is sent.
+        that message fails alone, before anything of it is sent. Frames
+        leave in groups that fit in the receipt window, each in one write.
         """
         batch = Batch(ids)
-        for index in range(len(ids)):
-            try:
-                destination, body, headers = frame(index)
-            except Exception as error:
-                batch.done(index, str(error))
+        group = max(1, min(64, self.receipts.window))
+        for start in range(0, len(ids), group):
+            frames: list[tuple[str, dict[str, str], bytes]] = []
+            receipts: list[str] = []
+            for index in range(start, min(start + group, len(ids))):
+                try:
+                    destination, body, headers = frame(index)
+                except Exception as error:
+                    batch.done(index, str(error))
+                    continue
+                receipt = self._receipt_id()
+                if not self.receipts.expect(receipt, batch, index, timeout):
+                    continue
+                headers["receipt"] = receipt
+                headers["destination"] = destination
+                if body:
+                    headers["content-length"] = str(len(body))
+                frames.append(("SEND", headers, body))
+                receipts.append(receipt)
+            if not frames:
                 continue
-            receipt = self._receipt_id()
-            if not self.receipts.expect(receipt, batch, index, timeout):
-                continue
-            headers["receipt"] = receipt
             try:
-                self._conn.send(destination, body, headers=headers)
+                self._write(frames)
             except (StompException, OSError) as error:
-                self.receipts.forget(receipt, f"not sent: {type(error).__name__}")
+                for receipt in receipts:
+                    self.receipts.forget(receipt, f"not sent: {type(error).__name__}")
                 self._lose(f"sending failed: {type(error).__name__}")
         failures = batch.wait(timeout)
         if failures and self.lost is None and not batch.event.is_set():
@@ -405,19 +443,22 @@ class Session:
         (an unknown delivery tag), so each id is settled once.
         """
         unsettled = self._unsettled
-        send = self._conn.send_frame
+        frames: list[tuple[str, dict[str, str], bytes]] = []
+        for ack in acks:
+            if unsettled.pop(ack, None) is None:
+                continue
+            if command == "ACK":
+                frames.append(("ACK", {"id": ack}, b""))
+            else:
+                frames.append(("NACK", {"id": ack, "requeue": "true" if requeue else "false"}, b""))
+        if not frames:
+            return
         try:
-            for ack in acks:
-                if unsettled.pop(ack, None) is None:
-                    continue
-                if command == "ACK":
-                    send("ACK", {"id": ack})
-                else:
-                    send("NACK", {"id": ack, "requeue": "true" if requeue else "false"})
-                self.settled += 1
+            self._write(frames)
         except (StompException, OSError) as error:
             self._lose(f"sending {command} failed: {type(error).__name__}")
             raise self.lost_error() from None
+        self.settled += len(frames)
 
     def holds(self, ack: str) -> bool:
         return ack in self._unsettled

@@ -95,6 +95,11 @@ class Flavor:
     def __init__(self, options: StompOptions) -> None:
         self.options = options
         self.persistent = {"persistent": "true"}
+        #: Header name -> whether it may travel as a STOMP header of its own
+        #: (a cache for :func:`courier_stomp.wire.outgoing`).
+        self.native_names: dict[str, bool] = {}
+        #: Header name -> whether it is the broker's (a cache for ``incoming``).
+        self.broker_names: dict[str, bool] = {}
 
     # -- connecting ----------------------------------------------------------
 

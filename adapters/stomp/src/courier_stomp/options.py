@@ -60,7 +60,9 @@ class StompOptions(TransportOptions):
     #: Seconds a message held by a consumer that vanished without closing
     #: its connection (a hung host, a cut network) stays invisible before
     #: the broker gives it to another. A closed connection's messages come
-    #: back at once. Sets ``heartbeat`` to half of it.
+    #: back at once. Sets ``heartbeat`` to a third of it: RabbitMQ closes a
+    #: connection after two to three silent heart-beat intervals (counted in
+    #: whole seconds, so a lease under 3 s behaves as about 3 s).
     lease: float | None = Field(default=None, gt=0)
     #: Seconds to open the TCP connection and the STOMP session, and to wait
     #: for the receipt of a SUBSCRIBE or DISCONNECT.
@@ -115,5 +117,5 @@ class StompOptions(TransportOptions):
             return self
         if "heartbeat" in self.model_fields_set:
             raise ValueError("set lease or heartbeat, not both: lease sets the heartbeat")
-        object.__setattr__(self, "heartbeat", self.lease / 2)
+        object.__setattr__(self, "heartbeat", self.lease / 3)
         return self

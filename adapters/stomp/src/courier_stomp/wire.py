@@ -40,17 +40,19 @@ def outgoing(headers: Mapping[str, str], flavor: Flavor) -> dict[str, str]:
     """STOMP headers for courier's ``headers`` (the serializer's output)."""
     native: dict[str, str] = {}
     packed: dict[str, str] = {}
-    is_reserved = flavor.is_reserved
+    verdicts = flavor.native_names
     for name, value in headers.items():
-        if (
-            _SAFE_NAME.fullmatch(name) is None
-            or is_reserved(name)
-            or name == PACKED
-            or "\x00" in value
-        ):
-            packed[name] = value
-        else:
+        fits = verdicts.get(name)
+        if fits is None:
+            fits = _SAFE_NAME.fullmatch(name) is not None and not (
+                flavor.is_reserved(name) or name == PACKED
+            )
+            if len(verdicts) < 4096:
+                verdicts[name] = fits
+        if fits and "\x00" not in value:
             native[name] = value
+        else:
+            packed[name] = value
     if packed:
         native[PACKED] = json.dumps(packed, separators=(",", ":"))
     return native
@@ -63,8 +65,16 @@ def incoming(frame_headers: Mapping[str, str], flavor: Flavor) -> tuple[dict[str
     the rest. A ``courier-headers`` that is not a JSON object of strings is
     reported, so the message goes to the invalid-message transport whole.
     """
-    is_reserved = flavor.is_reserved
-    headers = {name: value for name, value in frame_headers.items() if not is_reserved(name)}
+    verdicts = flavor.broker_names
+    headers: dict[str, str] = {}
+    for name, value in frame_headers.items():
+        theirs = verdicts.get(name)
+        if theirs is None:
+            theirs = flavor.is_reserved(name)
+            if len(verdicts) < 4096:
+                verdicts[name] = theirs
+        if not theirs:
+            headers[name] = value
     blob = headers.pop(PACKED, None)
     if blob is None:
         return headers, None
