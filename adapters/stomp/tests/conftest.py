@@ -15,6 +15,7 @@ its transports addressed when the test ends.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -83,7 +84,10 @@ class RawClient(stomp.ConnectionListener):  # type: ignore[misc]
         receipt = uuid.uuid4().hex
         event = self._receipts[receipt] = threading.Event()
         self.conn.send(destination, body, headers={**(headers or {}), "receipt": receipt})
-        assert event.wait(5), f"no receipt for the raw SEND to {destination}: {self.errors}"
+        deadline = time.monotonic() + 5
+        while not event.wait(0.02) and not self.errors and time.monotonic() < deadline:
+            pass
+        assert event.is_set(), f"no receipt for the raw SEND to {destination}: {self.errors}"
 
     def close(self) -> None:
         if self.conn.is_connected():

@@ -8,7 +8,8 @@ negative number kills the process (``os._exit``) while its handler runs.
 Failed and undecodable messages go to the SQLite file STORE, so the test
 can read them after the process is gone. ``COURIER_TEST_WORKER_LIMIT`` stops
 the worker after that many messages; ``COURIER_TEST_MAX_DELIVERIES`` sets
-the bus's ``max_deliveries``.
+the bus's ``max_deliveries``; ``COURIER_TEST_HANDLER_SECONDS`` how long each
+handler takes (default 0.005).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Job(Message):
 
 def main(ledger_path: str, store: str) -> None:
     limit = os.environ.get("COURIER_TEST_WORKER_LIMIT")
+    seconds = float(os.environ.get("COURIER_TEST_HANDLER_SECONDS", "0.005"))
     bus = Bus(
         transports={
             "work": os.environ["COURIER_TEST_WORKER_DSN"],
@@ -47,7 +49,7 @@ def main(ledger_path: str, store: str) -> None:
         def handle(job: Job) -> None:
             if job.n < 0:
                 os._exit(3)  # a handler that takes its worker down, every time
-            time.sleep(0.005)
+            time.sleep(seconds)
             ledger.write(f"{job.n}\n")
 
         options = WorkerOptions(

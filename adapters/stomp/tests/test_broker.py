@@ -287,6 +287,24 @@ def test_a_limited_prefetch_applies_to_new_subscriptions(janitor: Any) -> None:
     transport.ack(first)
 
 
+def test_a_deleted_queue_ends_the_consumer_and_the_next_receive_declares_it(
+    janitor: Any, transport: StompTransport
+) -> None:
+    assert transport.receive(max=1, timeout=0.1) == []
+    session = transport.consumer
+    assert session is not None
+    channel = janitor.channel()
+    channel.queue_delete(transport.queue)
+    channel.close()
+    wait_for(lambda: session.lost is not None)
+    assert "cancelled" in (session.lost or "")
+    assert transport.receive(max=1, timeout=0.1) == []  # reconnected, declared again
+    assert transport.consumer is not session
+    transport.send(envelope(1))
+    [got] = receive(transport)
+    transport.ack(got)
+
+
 def test_settling_twice_is_harmless(transport: StompTransport) -> None:
     transport.send_many([envelope(n) for n in range(3)])
     got = receive(transport, 3)
@@ -394,5 +412,5 @@ def test_no_password_in_debug_logs_of_a_working_connection(
         [got] = receive(transport)
         transport.ack(got)
         transport.close()
-    assert "CONNECT (credentials hidden" in caplog.text  # stomp.py logged the frame...
+    assert "a frame with a passcode (hidden" in caplog.text  # stomp.py logged CONNECT...
     assert f"passcode:{password}" not in caplog.text  # ...without the password

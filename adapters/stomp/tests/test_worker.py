@@ -183,6 +183,35 @@ def test_a_worker_killed_while_holding_messages_loses_none(janitor: Any, tmp_pat
     assert janitor.count(queue) == 0
 
 
+def test_sigterm_finishes_the_message_in_hand_and_gives_back_the_rest(
+    janitor: Any, tmp_path: Path
+) -> None:
+    queue = janitor.name()
+    total = 100
+    dsn = janitor.dsn(queue, prefetch="20")
+    producer = Bus(transports={"work": dsn})
+    producer.route(Job, "work")
+    janitor.transports.append(producer.transport("work"))
+    producer.dispatch_many([Job(n=n) for n in range(total)])
+
+    ledger = Ledger(tmp_path / "ledger")
+    errors_path = tmp_path / "stderr"
+    with errors_path.open("w") as errors:
+        process = start_worker(
+            dsn, ledger, tmp_path / "store.db", errors, COURIER_TEST_HANDLER_SECONDS="0.05"
+        )
+        try:
+            wait_for(lambda: len(ledger.lines()) >= 10 or process.poll() is not None, timeout=30)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0, errors_path.read_text()
+        finally:
+            process.kill()
+    handled = ledger.lines()
+    assert len(handled) == len(set(handled)) < total
+    # Everything else is back on the queue at once: acknowledged exactly once.
+    wait_for(lambda: janitor.count(queue) == total - len(handled), timeout=3)
+
+
 @pytest.mark.slow
 def test_a_poison_message_reaches_the_failure_store_while_the_rest_flows(
     janitor: Any, tmp_path: Path

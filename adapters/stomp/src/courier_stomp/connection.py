@@ -61,7 +61,7 @@ class _HideCredentials(logging.Filter):
         except Exception:  # a record that cannot render cannot leak either
             return True
         if "passcode" in text:
-            record.msg = "sending frame: CONNECT (credentials hidden by courier)"
+            record.msg = "a frame with a passcode (hidden by courier)"
             record.args = ()
         return True
 
