@@ -142,7 +142,7 @@ def test_send_many_names_every_message_without_a_receipt(janitor: Any) -> None:
     channel.close()
     # The transport addresses it through /amq/queue/ (no declaration of its own).
     transport = janitor.transport(queue)
-    transport._targets[queue] = (f"/amq/queue/{queue}", {"persistent": "true"})
+    transport.topology._targets[queue] = (f"/amq/queue/{queue}", {"persistent": "true"})
     batch = [envelope(n) for n in range(5)]
     with pytest.raises(PublishNotConfirmed) as caught:
         transport.send_many(batch)

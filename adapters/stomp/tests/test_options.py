@@ -188,7 +188,7 @@ def test_a_delay_too_long_is_refused_before_any_network_call() -> None:
 
 
 def test_stomp_py_never_logs_the_passcode(caplog: pytest.LogCaptureFixture) -> None:
-    import courier_stomp.connection  # noqa: F401  (installs the filter)
+    import courier_stomp.endpoint  # noqa: F401  (installs the filter)
 
     logger = logging.getLogger("stomp.py")
     with caplog.at_level(logging.DEBUG, logger="stomp.py"):

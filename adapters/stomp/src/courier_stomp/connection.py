@@ -33,7 +33,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import stomp  # type: ignore[import-untyped]
@@ -41,55 +40,16 @@ import stomp.utils as stomp_utils  # type: ignore[import-untyped]
 from stomp.exception import StompException  # type: ignore[import-untyped]
 
 from courier.errors import ConnectionLost, TransportError
+from courier_stomp.endpoint import Endpoint
 from courier_stomp.receipts import Batch, ReceiptBook
 
-__all__ = ["BrokerError", "Delivery", "Endpoint", "Session"]
+__all__ = ["BrokerError", "Delivery", "Session"]
 
 logger = logging.getLogger("courier.stomp")
 
 
-class _HideCredentials(logging.Filter):
-    """stomp.py logs every frame it sends at DEBUG, CONNECT's passcode included.
-
-    (Its own masking expects a space after ``passcode:`` that it never
-    writes.) This filter on stomp.py's logger replaces such a record's text.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a record that cannot render cannot leak either
-            return True
-        if "passcode" in text:
-            record.msg = "a frame with a passcode (hidden by courier)"
-            record.args = ()
-        return True
-
-
-logging.getLogger("stomp.py").addFilter(_HideCredentials())
-
-
 class BrokerError(TransportError):
     """The broker answered a frame with an ERROR."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How to reach and log in to the broker; ``password`` goes only to stomp.py."""
-
-    host: str
-    port: int
-    vhost: str | None
-    username: str | None
-    password: str | None = field(repr=False)
-    heartbeat_ms: int
-    connect_timeout: float
-    connect_headers: Mapping[str, str]
-    tls: Mapping[str, Any] | None = field(default=None, repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 #: A delivery: the queue it came from, its ack id, STOMP headers and body.
@@ -260,7 +220,7 @@ class Session:
     def _on_message(self, headers: dict[str, str], body: bytes | None) -> None:
         queue = self._subscriptions.get(headers.get("subscription", ""))
         ack = headers.get("ack")
-        if queue is None or ack is None:
+        if queue is None or ack is None or self.lost is not None:
             return  # a declaration's subscription: the broker takes it back at close
         self._unsettled[ack] = queue
         self._buffers[queue].append((queue, ack, headers, body or b""))

@@ -22,18 +22,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from courier.envelope import Envelope
-from courier.errors import (
-    ConfigurationError,
-    ConnectionLost,
-    MessageDecodingFailed,
-    PublishNotConfirmed,
-)
+from courier.errors import ConnectionLost, MessageDecodingFailed, PublishNotConfirmed
 from courier.serializer import Serializer
 from courier.transports.base import (
     Capabilities,
@@ -41,12 +35,13 @@ from courier.transports.base import (
     Received,
     Transport,
     Unacked,
-    subscription_queue,
 )
 from courier.transports.dsn import Dsn
-from courier_stomp.connection import Endpoint, Session
-from courier_stomp.flavors import Frame, Subscription, flavor_for
+from courier_stomp.connection import Session
+from courier_stomp.endpoint import endpoint
+from courier_stomp.flavors import flavor_for
 from courier_stomp.options import StompOptions
+from courier_stomp.topology import Topology
 from courier_stomp.wire import incoming, outgoing
 
 __all__ = ["StompTransport"]
@@ -93,14 +88,7 @@ class StompTransport(Transport):
         self._consumer: Session | None = None
         self._connect = threading.Lock()
         self._closed = False
-        #: Subscription queue -> (topic, subscription), learnt from setup and publish.
-        self._subscriptions: dict[str, Subscription] = {}
-        #: Topics whose subscription queues were declared, per publisher session.
-        self._declared: set[tuple[str, tuple[str, ...]]] = set()
-        self._declared_for = 0
-        self._targets: dict[str, Frame] = {}
-        #: Every destination this transport sent to or consumed from, for ``declared``.
-        self._addressed: set[str] = set()
+        self.topology = Topology(flavor, lambda: self._open("declare"))
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, name: str, serializer: Serializer) -> StompTransport:
@@ -167,28 +155,15 @@ class StompTransport(Transport):
         the connection closes instead.
         """
 
-    # -- destinations ----------------------------------------------------------
-
-    def _target(self, queue: str) -> Frame:
-        target = self._targets.get(queue)
-        if target is None:
-            self.flavor.check_name(queue)
-            target = self._targets[queue] = self.flavor.send_to(
-                queue, self._subscriptions.get(queue)
-            )
-            self._addressed.add(target[0])
-        return target
+    # -- sending -----------------------------------------------------------
 
     def _frame(self, envelope: Envelope, queue: str, delay: float) -> Outgoing:
         """Encode ``envelope`` for ``queue``; raises (too large, too long a delay) before I/O."""
         body, headers = self.encode(envelope)
-        if delay > 0:
-            destination, extra = self.flavor.send_later(
-                self.flavor.check_name(queue), delay, self._subscriptions.get(queue)
-            )
-            self._addressed.add(destination)
-        else:
-            destination, extra = self._target(queue)
+        topology = self.topology
+        destination, extra = (
+            topology.send_later(queue, delay) if delay > 0 else topology.send_to(queue)
+        )
         stomp_headers = outgoing(headers, self.flavor)
         stomp_headers.update(extra)
         return destination, body, stomp_headers
@@ -200,8 +175,6 @@ class StompTransport(Transport):
         except ConnectionLost as error:
             return {message_id: str(error) for message_id in ids}
         return session.publish(ids, frame, self.options.receipt_timeout)
-
-    # -- sending -----------------------------------------------------------
 
     def send(self, envelope: Envelope, queue: str | None = None) -> Envelope:
         prepared = self._frame(envelope, queue or self.queue, envelope.delay)
@@ -238,16 +211,13 @@ class StompTransport(Transport):
         connection), so an event published before any worker started is kept.
         """
         body, headers = self.encode(envelope)  # too large: refused before any I/O
-        if envelope.delay > 0:
-            destination, extra = self.flavor.send_to_topic_later(topic, envelope.delay)
-            self._addressed.add(destination)
-        else:
-            destination, extra = self.flavor.send_to_topic(self.flavor.check_name(topic))
+        destination, extra = self.topology.send_to_topic(topic, envelope.delay)
         stomp_headers = outgoing(headers, self.flavor)
         stomp_headers.update(extra)
         if subscriptions:
             try:
-                self._declare_topic(topic, subscriptions)
+                generation = self._live("publish").generation
+                self.topology.declare_topic(generation, topic, subscriptions)
             except ConnectionLost as error:
                 raise PublishNotConfirmed(
                     f"event {envelope.id}: could not declare the subscriptions of {topic!r}: "
@@ -262,68 +232,11 @@ class StompTransport(Transport):
                 [envelope.id],
             )
 
-    # -- declarations ----------------------------------------------------------
-
-    def _learn(self, topic: str, subscriptions: Sequence[str]) -> list[tuple[str, str]]:
-        queues = []
-        for name in subscriptions:
-            queue = subscription_queue(topic, name)
-            if self._subscriptions.get(queue) != (topic, name):
-                self._subscriptions[queue] = (topic, name)
-                self._targets.pop(queue, None)
-            queues.append((name, queue))
-        return queues
-
-    def _declare_topic(self, topic: str, subscriptions: Sequence[str]) -> None:
-        publisher = self._live("publish")
-        if self._declared_for != publisher.generation:
-            self._declared.clear()
-            self._declared_for = publisher.generation
-        key = (topic, tuple(sorted(subscriptions)))
-        if key in self._declared:
-            return
-        self._declare(
-            [
-                self.flavor.declare_subscription(topic, name, queue)
-                for name, queue in self._learn(topic, subscriptions)
-            ]
-        )
-        self._declared.add(key)
-
-    def _declare(self, frames: Sequence[Frame]) -> None:
-        """SUBSCRIBE to each on a short-lived connection: the broker declares and binds.
-
-        Nothing is acknowledged there: a message the broker hands out
-        meanwhile (one per declared queue at most) goes back when it closes.
-        """
-        if not frames:
-            return
-        session = self._open("declare")
-        try:
-            for destination, headers in frames:
-                self._addressed.add(destination)
-                session.declare(destination, headers)
-        except ConnectionLost:
-            raise
-        except Exception as error:
-            raise ConnectionLost(f"declaring failed: {error}") from None
-        finally:
-            session.close()
-
     def setup(
         self, queues: Sequence[str] = (), topics: Mapping[str, Sequence[str]] | None = None
     ) -> None:
         """Declare the queues, and each topic's subscription queues bound to it."""
-        frames = [
-            self.flavor.consume_from(self.flavor.check_name(name), 1)
-            for name in dict.fromkeys((self.queue, *queues))
-        ]
-        for topic, subscriptions in (topics or {}).items():
-            frames += [
-                self.flavor.declare_subscription(topic, name, queue)
-                for name, queue in self._learn(topic, subscriptions)
-            ]
-        self._declare(frames)
+        self.topology.setup(list(dict.fromkeys((self.queue, *queues))), topics or {})
 
     # -- receiving and settling ----------------------------------------------
 
@@ -334,12 +247,8 @@ class StompTransport(Transport):
         session = self._live("consume")
         for name in names:
             if name not in session.subscribed:
-                subscription = self._subscriptions.get(name)
-                destination, headers = self.flavor.consume_from(
-                    self.flavor.check_name(name), self._prefetch, subscription
-                )
+                destination, headers = self.topology.consume_from(name, self._prefetch)
                 session.subscribe(name, destination, headers)
-                self._addressed.add(destination)
         taken = session.take(names, max, timeout)
         generation = session.generation
         flavor = self.flavor
@@ -406,7 +315,7 @@ class StompTransport(Transport):
         else:
             body, headers = received.raw or b"", dict(received.raw_headers or {})
         headers[REJECT_REASON] = reason[:1000]
-        destination, extra = self._target(dead)
+        destination, extra = self.topology.send_to(dead)
         stomp_headers = outgoing(headers, self.flavor)
         stomp_headers.update(extra)
         logger.warning("rejecting %r to %s: %s", received, dead, reason)
@@ -453,47 +362,7 @@ class StompTransport(Transport):
 
     def declared(self) -> list[str]:
         """The RabbitMQ queues this transport addressed (declared), for a test's teardown."""
-        names = set(self._subscriptions)
-        for destination in self._addressed:
-            if destination.startswith("/queue/"):
-                names.add(destination[len("/queue/") :].replace("%2F", "/"))
-        return sorted(names)
+        return self.topology.declared()
 
     def __repr__(self) -> str:
         return f"<StompTransport {self.name!r} {self.dsn} queue={self.queue!r}>"
-
-
-def endpoint(dsn: Dsn, options: StompOptions, connect_headers: Mapping[str, str]) -> Endpoint:
-    """How to reach the broker the DSN names; the password goes only here."""
-    tls = dsn.scheme == "stomp+ssl"
-    for part in (dsn.username, dsn.password, dsn.path):
-        if part and any(char in part for char in "\r\n\x00"):
-            raise ConfigurationError(
-                f"the {dsn.scheme}:// DSN's user, password or vhost has a line break or NUL, "
-                "which a STOMP CONNECT frame cannot carry"
-            )
-    vhost = dsn.path[1:] if dsn.path.startswith("/") else dsn.path
-    tls_options = None
-    if tls:
-        for path in (options.tls_ca_file, options.tls_cert_file, options.tls_key_file):
-            if path is not None and not os.path.isfile(path):
-                raise ConfigurationError(f"stomp+ssl:// TLS file not found: {path}")
-        password = options.tls_key_password
-        tls_options = {
-            "ca_certs": options.tls_ca_file,
-            "cert_file": options.tls_cert_file,
-            "key_file": options.tls_key_file,
-            "password": password.get_secret_value() if password is not None else None,
-            "verify": options.tls_verify,
-        }
-    return Endpoint(
-        host=dsn.host or "localhost",
-        port=dsn.port or (61614 if tls else 61613),
-        vhost=(vhost or "/") if options.flavor == "rabbitmq" else None,
-        username=dsn.username,
-        password=dsn.password,
-        heartbeat_ms=round(options.heartbeat * 1000),
-        connect_timeout=options.connect_timeout,
-        connect_headers=connect_headers,
-        tls=tls_options,
-    )
