@@ -293,7 +293,7 @@ class Session:
         leave in groups that fit in the receipt window, each in one write.
         """
         batch = Batch(ids)
-        group = max(1, min(64, self.receipts.window))
+        group = self.receipts.slack
         for start in range(0, len(ids), group):
             frames: list[tuple[str, dict[str, str], bytes]] = []
             receipts: list[str] = []

@@ -24,10 +24,13 @@ __all__ = ["Batch", "ReceiptBook"]
 class Batch:
     """Messages sent together, settled one by one as their receipts arrive."""
 
-    __slots__ = ("event", "ids", "remaining", "status")
+    __slots__ = ("event", "ids", "lock", "remaining", "status")
 
     def __init__(self, ids: Sequence[str]) -> None:
         self.ids = ids
+        #: ``done`` runs on the sending thread (a message that could not be
+        #: built) and on the receiver thread (its receipt) alike.
+        self.lock = threading.Lock()
         #: Per message: None pending, "" received, else why it was not.
         self.status: list[str | None] = [None] * len(ids)
         self.remaining = len(ids)
@@ -36,12 +39,15 @@ class Batch:
             self.event.set()
 
     def done(self, index: int, error: str) -> None:
-        """Settle one message ("" for received); under the book's lock."""
-        if self.status[index] is None:
+        """Settle one message ("" for received); any thread."""
+        with self.lock:
+            if self.status[index] is not None:
+                return
             self.status[index] = error
             self.remaining -= 1
-            if not self.remaining:
-                self.event.set()
+            finished = not self.remaining
+        if finished:
+            self.event.set()
 
     def fail_rest(self, error: str) -> None:
         for index, status in enumerate(self.status):
@@ -57,10 +63,16 @@ class Batch:
 
 
 class ReceiptBook:
-    """Receipt id -> (batch, index) for what is outstanding; at most ``window`` at once."""
+    """Receipt id -> (batch, index) for what is outstanding; at most ``window`` at once.
+
+    A full window lets the sender go on once ``slack`` receipts came back,
+    not at each one, so frames leave in groups rather than one per wake-up.
+    """
 
     def __init__(self, window: int) -> None:
         self.window = window
+        self.slack = max(1, min(64, window))
+        self._low = window - self.slack
         self._pending: dict[str, tuple[Batch, int]] = {}
         self._cond = threading.Condition()
         #: Why no receipt can come any more (the connection failed), or None.
@@ -75,7 +87,7 @@ class ReceiptBook:
         with self._cond:
             if len(self._pending) >= self.window and self.failed is None:
                 self._cond.wait_for(
-                    lambda: len(self._pending) < self.window or self.failed is not None, timeout
+                    lambda: len(self._pending) <= self._low or self.failed is not None, timeout
                 )
             if self.failed is not None:
                 batch.done(index, self.failed)
@@ -101,7 +113,7 @@ class ReceiptBook:
             if entry is None:
                 return False
             entry[0].done(entry[1], "")
-            if len(self._pending) == self.window - 1:
+            if len(self._pending) == self._low:
                 self._cond.notify_all()
             return True
 
