@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import ssl
 import threading
 import time
 from collections import deque
@@ -51,6 +50,11 @@ logger = logging.getLogger("courier.stomp")
 class BrokerError(TransportError):
     """The broker answered a frame with an ERROR."""
 
+
+#: What stomp.py raises when a frame cannot be written: its own errors, the
+#: socket's, and an AttributeError when its receiver thread dropped the
+#: socket between stomp.py's check and its write.
+_SEND_ERRORS = (StompException, OSError, AttributeError, ValueError)
 
 #: A delivery: the queue it came from, its ack id, STOMP headers and body.
 Delivery = tuple[str, str, dict[str, str], bytes]
@@ -158,7 +162,7 @@ class Session:
                 wait=False,
                 headers=dict(endpoint.connect_headers),
             )
-        except (StompException, OSError, ssl.SSLError) as error:
+        except _SEND_ERRORS as error:
             self._abandon()
             reason = self._mask(str(error) or type(error).__name__)
             raise ConnectionLost(
@@ -186,7 +190,7 @@ class Session:
             if self.receipts.expect(receipt, batch, 0, 1.0):
                 try:
                     self._conn.send_frame("DISCONNECT", {"receipt": receipt})
-                except (StompException, OSError):
+                except _SEND_ERRORS:
                     self.receipts.forget(receipt, "not sent")
                 limit = timeout if timeout is not None else self.endpoint.connect_timeout
                 said_goodbye = not batch.wait(limit)
@@ -316,7 +320,7 @@ class Session:
                 continue
             try:
                 self._write(frames)
-            except (StompException, OSError) as error:
+            except _SEND_ERRORS as error:
                 for receipt in receipts:
                     self.receipts.forget(receipt, f"not sent: {type(error).__name__}")
                 self._lose(f"sending failed: {type(error).__name__}")
@@ -362,7 +366,7 @@ class Session:
         if self.receipts.expect(receipt, batch, 0, timeout):
             try:
                 self._conn.send_frame(command, {**headers, "receipt": receipt})
-            except (StompException, OSError) as error:
+            except _SEND_ERRORS as error:
                 self.receipts.forget(receipt, f"not sent: {type(error).__name__}")
                 self._lose(f"sending failed: {type(error).__name__}")
         failures = batch.wait(timeout)
@@ -415,7 +419,7 @@ class Session:
             return
         try:
             self._write(frames)
-        except (StompException, OSError) as error:
+        except _SEND_ERRORS as error:
             self._lose(f"sending {command} failed: {type(error).__name__}")
             raise self.lost_error() from None
         self.settled += len(frames)
