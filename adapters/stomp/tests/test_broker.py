@@ -414,3 +414,16 @@ def test_no_password_in_debug_logs_of_a_working_connection(
         transport.close()
     assert "a frame with a passcode (hidden" in caplog.text  # stomp.py logged CONNECT...
     assert f"passcode:{password}" not in caplog.text  # ...without the password
+
+
+def test_a_destination_the_broker_refuses_is_publish_not_confirmed(
+    transport: StompTransport,
+) -> None:
+    name = "amq.courier-test"  # RabbitMQ reserves the prefix: an ERROR frame
+    with pytest.raises(PublishNotConfirmed):
+        transport.send(envelope(1), queue=name)
+    with pytest.raises(PublishNotConfirmed):
+        transport.send_many([envelope(2), envelope(3)], queue=name)
+    transport.send(envelope(4))  # the transport carries on
+    [got] = receive(transport)
+    transport.ack(got)

@@ -109,8 +109,13 @@ class Flavor:
     # -- destinations ----------------------------------------------------------
 
     def check_name(self, name: str) -> str:
-        """``name`` if the broker can address it; refused before any I/O otherwise."""
-        if not name or "\x00" in name or "\n" in name or "\r" in name:
+        """``name``, unless no frame can carry it (a NUL ends a frame).
+
+        Anything else the broker judges: a name it refuses (RabbitMQ's
+        ``amq.`` prefix, an empty or overlong name) is an ERROR frame, so
+        ``PublishNotConfirmed`` on send.
+        """
+        if "\x00" in name:
             raise ConfigurationError(f"{name!r} is not a usable STOMP destination name")
         return name
 
