@@ -26,6 +26,7 @@ __all__ = [
     "WorkerListener",
     "WorkerStarted",
     "WorkerStopped",
+    "WorkerStopping",
 ]
 
 
@@ -39,6 +40,8 @@ class StopReason(enum.Enum):
     FAILURE_LIMIT = "failure_limit"
     EMPTY = "empty"
     REQUESTED = "requested"
+    #: A second stop signal: stopped at once, the message in hand given back.
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +95,25 @@ class TransportFailed(WorkerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerStopping(WorkerEvent):
+    """A stop was asked for (a signal): the message in hand is finished first.
+
+    Sent from the signal handler, so a listener must be quick and must not
+    block; another stop signal (``signal``) stops the worker at once.
+    """
+
+    reason: StopReason
+    signal: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerStopped(WorkerEvent):
+    """The worker stopped: how many messages it handled, failed for good, retried."""
+
     reason: StopReason
     handled: int
     failed: int
+    retried: int = 0
 
 
 class WorkerListener(Protocol):

@@ -6,14 +6,18 @@ concurrency comes from processes. The worker:
 - receives from its transports in priority order (the first one listed is
   drained first), never prefetching more than ``limit`` has left;
 - hands each message to :meth:`Bus.consume` and acknowledges the ones that
-  need it in batches with ``ack_many``, flushing before every blocking
-  receive and before it stops;
+  need it in batches (:mod:`courier.acknowledgements`);
 - stops after the message in hand on SIGTERM, SIGINT or SIGQUIT, releasing
-  what it prefetched; or when a limit is reached;
-- renews the lease of every message it holds from a keepalive thread;
+  what it prefetched; a second signal stops it now, giving the message in
+  hand back (:mod:`courier.stop_signals`); or when a limit is reached;
+- renews the lease of every message it holds (:mod:`courier.keepalive`);
 - on a :class:`TransportError` waits with backoff and jitter and carries on:
   transports reconnect on their next call, and whatever was in flight is
   redelivered by the broker.
+
+It counts three things, each meaning one thing: ``handled`` (the handler
+succeeded), ``failed`` (failed for good: dead-lettered or rejected) and
+``retried`` (failed, and will come again).
 """
 
 from __future__ import annotations
@@ -21,15 +25,14 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from types import FrameType
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from courier.acknowledgements import Acknowledgements
 from courier.allocator import return_large_blocks_to_the_os
 from courier.errors import ConfigurationError, HandlerFailed, StopWorker, TransportError
 from courier.events import (
@@ -43,8 +46,12 @@ from courier.events import (
     WorkerListener,
     WorkerStarted,
     WorkerStopped,
+    WorkerStopping,
 )
+from courier.keepalive import Keepalive
+from courier.stop_signals import StopNow, StopSignals
 from courier.transports.base import NEEDS_ACK, Outcome, Received, Transport
+from courier.worker_options import WorkerOptions, rss_mib
 
 if TYPE_CHECKING:
     from courier.bus import Bus
@@ -53,85 +60,14 @@ __all__ = ["Worker", "WorkerLogFilter", "WorkerOptions"]
 
 logger = logging.getLogger("courier.worker")
 
-_STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT") if hasattr(signal, name)
-)
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How long a worker runs and how it batches; every default is documented here.
-
-    limit
-        Stop after this many messages (handled or failed).
-    time_limit
-        Stop after this many seconds.
-    memory_limit
-        Stop when the process's resident memory exceeds this many MiB.
-    failure_limit
-        Stop after this many failed messages.
-    sleep (1.0)
-        Seconds to wait for messages when the queues are empty.
-    stop_when_empty
-        Stop as soon as a receive finds nothing.
-    prefetch (10)
-        Most messages taken from the broker at once.
-    ack_batch (50) / ack_interval (0.1)
-        Acknowledgements are sent together once this many are pending or
-        the oldest has waited this many seconds, and always before a
-        blocking receive and before stopping.
-    keepalive
-        Seconds between lease renewals; default: what the transports ask.
-    reconnect_delay (0.5) / reconnect_max_delay (30.0)
-        Backoff after a broker error: doubling from the first, capped by
-        the second, each wait jittered by +-50%.
-    """
-
-    limit: int | None = None
-    time_limit: float | None = None
-    memory_limit: float | None = None
-    failure_limit: int | None = None
-    sleep: float = 1.0
-    stop_when_empty: bool = False
-    prefetch: int = 10
-    ack_batch: int = 50
-    ack_interval: float = 0.1
-    keepalive: float | None = None
-    reconnect_delay: float = 0.5
-    reconnect_max_delay: float = 30.0
-
-    def __post_init__(self) -> None:
-        for name in ("limit", "failure_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigurationError(f"--{name.replace('_', '-')} must be at least 1")
-        for name in ("time_limit", "memory_limit", "keepalive"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigurationError(f"--{name.replace('_', '-')} must be positive")
-        if self.sleep < 0 or self.prefetch < 1 or self.ack_batch < 1:
-            raise ConfigurationError("sleep must be >= 0, prefetch and ack_batch >= 1")
-
-
-def _rss_mib() -> float:
-    """Current resident memory of this process in MiB."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 1024 if os.uname().sysname != "Darwin" else peak / (1024 * 1024)
+#: Outcomes that mean "failed, and will come again".
+_AGAIN = frozenset({Outcome.RETRIED, Outcome.RELEASED})
 
 
 @dataclass
 class _Source:
     transport: Transport
     queues: list[str]
-    #: Handled messages whose acknowledgement is batched, not sent yet.
-    pending: list[Received] = field(default_factory=list)
     #: Broker errors in a row, and when to try this transport again.
     failures: int = 0
     retry_at: float = 0.0
@@ -172,21 +108,29 @@ class Worker:
             hook = getattr(layer, "on_worker_event", None)
             if callable(hook):
                 self.listeners.append(hook)
+        #: Messages whose handler succeeded.
         self.handled = 0
+        #: Messages that failed for good (dead-lettered or rejected).
         self.failed = 0
+        #: Failures that will come again (retried, or given back to the broker).
+        self.retried = 0
         self.stop_reason: StopReason | None = None
         self._wake = threading.Event()
-        self._done = threading.Event()
-        self._held: set[Received] = set()
-        self._held_lock = threading.Lock()
         intervals = [
             interval
             for source in self._sources
             if (interval := source.transport.keepalive_interval()) is not None
         ]
-        self._keepalive = self.options.keepalive or (min(intervals) if intervals else None)
-        self._pending_count = 0
-        self._oldest_pending = 0.0
+        self._keepalive = Keepalive(self.options.keepalive or (min(intervals, default=None)))
+        self._acks = Acknowledgements(
+            batch=self.options.ack_batch,
+            interval=self.options.ack_interval,
+            keepalive=self._keepalive,
+            on_error=lambda transport, error: self._backoff(self._source_of[id(transport)], error),
+        )
+        self._signals = StopSignals(self._on_first_signal)
+        self._started = 0.0
+        self._next_memory_check = 0.0
 
     # -- public --------------------------------------------------------------
 
@@ -194,6 +138,11 @@ class Worker:
     def queues(self) -> dict[str, list[str]]:
         """The queues consumed, per transport name."""
         return {source.transport.name: list(source.queues) for source in self._sources}
+
+    @property
+    def processed(self) -> int:
+        """Every message settled so far, whatever became of it (what ``limit`` counts)."""
+        return self.handled + self.failed + self.retried
 
     def add_listener(self, listener: WorkerListener) -> None:
         self.listeners.append(listener)
@@ -206,9 +155,9 @@ class Worker:
 
     def run(self) -> StopReason:
         """Consume until a limit, a signal or :meth:`stop`; return why it stopped."""
-        restore = self._install_signals()
-        keepalive = self._start_keepalive()
-        started = time.monotonic()
+        self._signals.install()
+        self._keepalive.start()
+        self._started = time.monotonic()
         self._emit(
             WorkerStarted,
             transports=tuple(source.transport.name for source in self._sources),
@@ -218,35 +167,18 @@ class Worker:
             "worker started, consuming %s",
             "; ".join(f"{s.transport.name}: {', '.join(s.queues)}" for s in self._sources),
         )
-        self._started = started
-        self._next_memory_check = 0.0
         return_large_blocks_to_the_os()
         self.bus.poison.start(self.worker_id)
         try:
             while self.stop_reason is None:
                 self._round()
                 self._check_limits()
+        except StopNow:
+            self.stop_reason = StopReason.INTERRUPTED
+            logger.warning("stopped at once by a second signal")
         finally:
-            for source in self._sources:
-                try:
-                    source.transport.stop_receiving()
-                except TransportError as error:
-                    logger.warning("could not stop %r receiving: %s", source.transport.name, error)
-            self._flush_all()
-            self._done.set()
-            if keepalive is not None:
-                keepalive.join(timeout=5)
-            self.bus.poison.stop()
-            restore()
-            reason = self.stop_reason or StopReason.REQUESTED
-            logger.info(
-                "worker stopped (%s) after %d messages, %d failed",
-                reason.value,
-                self.handled,
-                self.failed,
-            )
-            self._emit(WorkerStopped, reason=reason, handled=self.handled, failed=self.failed)
-        return reason
+            self._finish()
+        return self.stop_reason or StopReason.REQUESTED
 
     # -- the loop ------------------------------------------------------------
 
@@ -262,13 +194,13 @@ class Worker:
             self._wait_for_a_transport()
         elif batch:
             self._process_batch(batch)
-        elif self.options.stop_when_empty:
+        elif self.options.stop_when_idle or (self.options.stop_when_empty and self._drained()):
             self.stop(StopReason.EMPTY)
 
     def _wanted(self) -> int:
         wanted = self.options.prefetch
         if self.options.limit is not None:
-            wanted = min(wanted, self.options.limit - self.handled)
+            wanted = min(wanted, self.options.limit - self.processed)
         return max(wanted, 1)
 
     def _receive_round(self) -> list[Received] | None:
@@ -289,7 +221,7 @@ class Worker:
                 continue
             timeout = min(self.options.sleep, 1.0) if block else 0.0
             if timeout:
-                self._flush_all()
+                self._acks.flush()
             try:
                 batch = source.transport.receive(source.queues, max=wanted, timeout=timeout)
             except TransportError as error:
@@ -302,11 +234,29 @@ class Worker:
         if asked < len(self._sources):
             return None
         if not block:
-            self._flush_all()
-            if self.stop_reason is None and not self.options.stop_when_empty:
+            self._acks.flush()
+            if self.stop_reason is None and not self.options.stops_when_empty:
                 self._wake.wait(self.options.sleep)
                 self._wake.clear()
         return []
+
+    def _drained(self) -> bool:
+        """Nothing ready, in flight or delayed on any consumed queue (``--stop-when-empty``).
+
+        Retries still waiting for their delay, and messages other workers
+        hold (they may fail and come back), keep the worker running. A count
+        a broker cannot tell is taken as nothing.
+        """
+        for source in self._sources:
+            try:
+                counts = source.transport.stats(source.queues)
+            except TransportError as error:
+                self._backoff(source, error)
+                return False
+            for stats in counts:
+                if (stats.ready or 0) + (stats.in_flight or 0) + (stats.delayed or 0):
+                    return False
+        return True
 
     def _process_batch(self, batch: list[Received]) -> None:
         """Handle ``batch`` in order, emptying the list as it goes.
@@ -315,10 +265,8 @@ class Worker:
         is kept alive by nothing of the worker's: a batch of large bodies
         never holds the handled ones while the broker sends the next.
         """
-        track = self._keepalive is not None
-        if track:
-            with self._held_lock:
-                self._held.update(batch)
+        keepalive = self._keepalive
+        keepalive.hold(batch)
         batch.reverse()
         try:
             while batch:
@@ -327,9 +275,8 @@ class Worker:
                     break
                 received = batch.pop()
                 self._process(received)
-                if track and received.outcome not in NEEDS_ACK:
-                    with self._held_lock:
-                        self._held.discard(received)
+                if received.outcome not in NEEDS_ACK:
+                    keepalive.let_go((received,))
         finally:
             # Stopping, or something unexpected escaped: what is left goes back now.
             batch.reverse()
@@ -340,12 +287,16 @@ class Worker:
         if listeners:
             self._emit(MessageReceived, received=received)
         started = time.perf_counter() if listeners else 0.0
-        if received.delivery_count > 1 and self._pending_count:
+        if received.delivery_count > 1 and self._acks.count:
             # A redelivery may be the message that kills workers: settle what
             # was handled before it, so a death does not bring that back too.
-            self._flush_all()
+            self._acks.flush()
         try:
             outcome = self.bus.consume(received)
+        except StopNow:
+            # Stopped now, mid-handler: back to the broker undamaged.
+            self._release([received])
+            raise
         except TransportError as error:
             # Settling failed (a retry or dead-letter write did not go
             # through): nothing was acknowledged. Give the message back now;
@@ -354,39 +305,44 @@ class Worker:
             self._release([received])
             self._backoff(self._source_of[id(received.transport)], error)
             return
-        self.handled += 1
         if outcome is Outcome.ACK:
-            self._ack_later(received)
+            self._acks.add(received)
         elif outcome is Outcome.DEAD_LETTERED:
             # At once: its record is written, and a death before a batched
             # ack would bring it back to be written again.
-            self._ack_later(received)
-            self._flush_all()
-        elif self._pending_count and self._flush_due():
-            self._flush_all()
+            self._acks.add(received)
+            self._acks.flush()
+        elif self._acks.due():
+            self._acks.flush()
         failure = received.failure
         if failure is None:
+            self.handled += 1
             if listeners:
                 self._emit(MessageHandled, received=received, seconds=time.perf_counter() - started)
         else:
-            self.failed += 1
+            again = outcome in _AGAIN
+            if again:
+                self.retried += 1
+            else:
+                self.failed += 1
             if listeners:
-                retried = outcome is Outcome.RETRIED
                 self._emit(
                     MessageFailed,
                     received=received,
                     error=failure,
                     outcome=outcome,
-                    will_retry=retried,
+                    will_retry=again,
                 )
-                if retried:
+                if outcome is Outcome.RETRIED:
                     self._emit(MessageRetried, received=received)
             if _asks_to_stop(failure):
                 self.stop(StopReason.REQUESTED)
         limits = self.options
-        if limits.limit is not None and self.handled >= limits.limit:
+        if limits.limit is not None and self.processed >= limits.limit:
             self.stop(StopReason.LIMIT)
-        elif limits.failure_limit is not None and self.failed >= limits.failure_limit:
+        elif (
+            limits.failure_limit is not None and self.failed + self.retried >= limits.failure_limit
+        ):
             self.stop(StopReason.FAILURE_LIMIT)
 
     def _check_limits(self) -> None:
@@ -398,59 +354,11 @@ class Worker:
         if now >= self._next_memory_check:
             # Reading /proc costs more than a message: four times a second.
             self._next_memory_check = now + 0.25
-            self._check_memory()
-        if self._pending_count and self._flush_due(now):
-            self._flush_all()
-
-    def _check_memory(self) -> None:
-        limit = self.options.memory_limit
-        if limit is not None and _rss_mib() >= limit:
-            self.stop(StopReason.MEMORY_LIMIT)
-
-    # -- acknowledgements ----------------------------------------------------
-
-    def _ack_later(self, received: Received) -> None:
-        source = self._source_of.get(id(received.transport))
-        if source is None:  # pragma: no cover - a Received comes from a consumed transport
-            received.transport.ack(received)
-            return
-        if not self._pending_count:
-            self._oldest_pending = time.monotonic()
-        source.pending.append(received)
-        self._pending_count += 1
-        if self._pending_count >= self.options.ack_batch or self._flush_due():
-            self._flush_all()
-
-    def _flush_due(self, now: float | None = None) -> bool:
-        """Whether the oldest pending acknowledgement has waited ``ack_interval``."""
-        waited = (now if now is not None else time.monotonic()) - self._oldest_pending
-        return waited >= self.options.ack_interval
-
-    def _flush_all(self) -> None:
-        if not self._pending_count:
-            return
-        for source in self._sources:
-            if not source.pending:
-                continue
-            batch = source.pending
-            if self._keepalive is not None:
-                # Out of the keepalive's reach before the ack: a renewal racing
-                # the ack would find the message gone and warn of a lost lease.
-                with self._held_lock:
-                    self._held.difference_update(batch)
-            try:
-                source.transport.ack_many(batch)
-            except TransportError as error:
-                # Kept for the next flush: the handle outlives the connection
-                # where the broker keeps it; where it does not, the transport
-                # drops acknowledgements from an older connection itself.
-                if self._keepalive is not None:
-                    with self._held_lock:
-                        self._held.update(batch)
-                self._backoff(source, error)
-                continue
-            source.pending = []
-            self._pending_count -= len(batch)
+            memory = self.options.memory_limit
+            if memory is not None and rss_mib() >= memory:
+                self.stop(StopReason.MEMORY_LIMIT)
+        if self._acks.due(now):
+            self._acks.flush()
 
     def _release(self, batch: Sequence[Received]) -> None:
         for received in batch:
@@ -458,9 +366,34 @@ class Worker:
                 received.transport.release(received)
             except TransportError as error:
                 logger.warning("could not release %r: %s", received, error)
-        if self._keepalive is not None:
-            with self._held_lock:
-                self._held.difference_update(batch)
+        self._keepalive.let_go(batch)
+
+    def _finish(self) -> None:
+        """Stop cleanly: no more pushed ahead, the last acknowledgements, threads and slots."""
+        for source in self._sources:
+            try:
+                source.transport.stop_receiving()
+            except TransportError as error:
+                logger.warning("could not stop %r receiving: %s", source.transport.name, error)
+        self._acks.flush()
+        self._keepalive.stop()
+        self.bus.poison.stop()
+        self._signals.restore()
+        reason = self.stop_reason or StopReason.REQUESTED
+        logger.info(
+            "worker stopped (%s): %d handled, %d failed, %d retried",
+            reason.value,
+            self.handled,
+            self.failed,
+            self.retried,
+        )
+        self._emit(
+            WorkerStopped,
+            reason=reason,
+            handled=self.handled,
+            failed=self.failed,
+            retried=self.retried,
+        )
 
     # -- failures of the broker ----------------------------------------------
 
@@ -491,7 +424,7 @@ class Worker:
 
     def _wait_for_a_transport(self) -> None:
         """Some transport is backing off: wait for it, or a while if others answer."""
-        self._flush_all()
+        self._acks.flush()
         now = time.monotonic()
         resting = [source.retry_at for source in self._sources if source.retry_at > now]
         wait = (min(resting) - now) if resting else 0.0
@@ -502,56 +435,12 @@ class Worker:
             self._wake.wait(wait)
             self._wake.clear()
 
-    # -- threads and signals ---------------------------------------------------
+    # -- signals and events ----------------------------------------------------
 
-    def _start_keepalive(self) -> threading.Thread | None:
-        interval = self._keepalive
-        if interval is None:
-            return None
-        thread = threading.Thread(
-            target=self._renew_forever, args=(interval,), name="courier-keepalive", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def _renew_forever(self, interval: float) -> None:
-        while not self._done.wait(interval):
-            self._renew_held()
-
-    def _renew_held(self) -> None:
-        """One round of renewals; its own frame, so nothing held outlives the round."""
-        with self._held_lock:
-            held = list(self._held)
-        for received in held:
-            # Each renewal under the lock, if the message is still held: the
-            # worker takes it out (and so waits) before settling it.
-            with self._held_lock:
-                if received not in self._held:
-                    continue
-                try:
-                    received.transport.renew(received)
-                except TransportError as error:
-                    logger.warning("could not renew %r: %s", received, error)
-
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous: dict[int, object] = {}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            # Only flags here: no I/O, no locks (the loop notices within a second).
-            self.stop(StopReason.SIGNAL)
-
-        for signum in _STOP_SIGNALS:
-            previous[signum] = signal.signal(signum, on_signal)
-
-        def restore() -> None:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)  # type: ignore[arg-type]
-
-        return restore
-
-    # -- events --------------------------------------------------------------
+    def _on_first_signal(self, signum: int) -> None:
+        """The first stop signal: finish the message in hand (from the signal handler)."""
+        self.stop(StopReason.SIGNAL)
+        self._emit(WorkerStopping, reason=StopReason.SIGNAL, signal=signum)
 
     def _emit(self, kind: Callable[..., WorkerEvent], **fields: object) -> None:
         if not self.listeners:

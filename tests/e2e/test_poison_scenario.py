@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from courier.testing.scenarios import Project, Supervisor
+from courier.status import SqliteStatusStore
+from courier.testing.scenarios import Project, Supervisor, interrupt_twice
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +147,25 @@ def test_a_forged_courier_record_on_an_ordinary_queue_is_itself_invalid(tmp_path
     assert retried.returncode == 6, retried.stdout + retried.stderr
     assert "still invalid" in retried.stdout
     assert project.stored_count("admin-commands") == 0
+
+
+def test_ctrl_c_twice_gives_the_message_back_undamaged(tmp_path: Path) -> None:
+    project = Project(tmp_path, dsn="sqlite:///courier.db?queue=jobs")
+    code, output = interrupt_twice(project)
+    assert "stopping after the message in hand (Ctrl-C again to stop now)" in output
+    assert code == 130, output
+    assert "stopped: interrupted" in output
+    assert project.handled() == {}
+    assert project.stored_count("jobs") == 1  # back in the queue, ready at once
+    assert project.failed_records() == []
+    status = SqliteStatusStore(project.database)
+    assert not status.has_deaths()  # not a poison death: the handler ended by an exception
+    status.close()
+    # The next worker handles it (its sleep is cut short: the test has seen enough).
+    with closing(sqlite3.connect(project.database)) as connection, connection:
+        connection.execute(
+            "UPDATE courier_messages SET body = replace(body, '10.0', '0.0') WHERE queue = 'jobs'"
+        )
+    done = project.courier("consume", "jobs", "--stop-when-empty", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert project.handled() == {1: 1}

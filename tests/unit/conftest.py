@@ -91,7 +91,7 @@ def dead_letter_bus(
 
 def worker_options(**options: Any) -> WorkerOptions:
     """Options for a worker that stops when its queues are empty and never dawdles."""
-    options.setdefault("stop_when_empty", True)
+    options.setdefault("stop_when_idle", True)
     options.setdefault("sleep", 0.01)
     options.setdefault("reconnect_delay", 0.001)
     options.setdefault("reconnect_max_delay", 0.005)

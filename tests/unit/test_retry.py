@@ -208,7 +208,7 @@ def test_fails_three_times_then_succeeds_in_four_runs(
         assert envelope.error.message == f"smtp down (attempt {number})"
         assert envelope.received is None
     assert failed.list() == []
-    assert (worker.handled, worker.failed) == (4, 3)
+    assert (worker.handled, worker.failed, worker.retried) == (1, 0, 3)
     assert [e.attempt for e in jobs.acked] == [4]
 
 

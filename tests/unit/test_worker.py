@@ -23,6 +23,7 @@ from courier.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from courier.middleware.retry import RetryStrategy
 from courier.transports.base import QueueStats, Received
 from courier.transports.memory import MemoryTransport
 from courier.worker import Worker, WorkerOptions
@@ -167,13 +168,13 @@ def test_failure_limit(bus: Bus, run_worker: Callable[..., Worker]) -> None:
     worker = run_worker(bus, ["jobs"], failure_limit=2, prefetch=1)
     assert worker.stop_reason is StopReason.FAILURE_LIMIT
     assert runs == [0, 1, 2, 3]
-    assert (worker.handled, worker.failed) == (4, 2)
+    assert (worker.handled, worker.failed) == (2, 2)
 
 
 def test_time_limit(bus: Bus, run_worker: Callable[..., Worker]) -> None:
     handle_all(bus)
     started = time.monotonic()
-    worker = run_worker(bus, ["jobs"], stop_when_empty=False, time_limit=0.05)
+    worker = run_worker(bus, ["jobs"], stop_when_idle=False, time_limit=0.05)
     elapsed = time.monotonic() - started
     assert worker.stop_reason is StopReason.TIME_LIMIT
     assert 0.05 <= elapsed < 0.3
@@ -185,7 +186,7 @@ def test_memory_limit_stops_when_resident_memory_exceeds_it(
     handle_all(bus)
     dispatch(bus, 3)
     # Any running Python process holds more than 1 MiB resident.
-    worker = run_worker(bus, ["jobs"], stop_when_empty=False, memory_limit=1)
+    worker = run_worker(bus, ["jobs"], stop_when_idle=False, memory_limit=1)
     assert worker.stop_reason is StopReason.MEMORY_LIMIT
 
 
@@ -243,7 +244,7 @@ def test_pending_acks_are_flushed_before_stopping(
 
 def test_stop_from_another_thread(bus: Bus, make_worker: Callable[..., Worker]) -> None:
     handle_all(bus)
-    worker = make_worker(bus, ["jobs"], stop_when_empty=False, sleep=0.05)
+    worker = make_worker(bus, ["jobs"], stop_when_idle=False, sleep=0.05)
     timer = threading.Timer(0.05, worker.stop)
     started = time.monotonic()
     timer.start()
@@ -343,7 +344,13 @@ def test_lifecycle_events_reach_listeners(bus: Bus, run_worker: Callable[..., Wo
     assert isinstance(started, WorkerStarted)
     assert (started.transports, started.queues) == (("jobs",), ("jobs",))
     assert isinstance(stopped, WorkerStopped)
-    assert (stopped.reason, stopped.handled, stopped.failed) == (StopReason.EMPTY, 3, 1)
+    # Each counter means one thing: two handled, none failed for good, one retried.
+    assert (stopped.reason, stopped.handled, stopped.failed, stopped.retried) == (
+        StopReason.EMPTY,
+        2,
+        0,
+        1,
+    )
     [failed] = [e for e in events if isinstance(e, MessageFailed)]
     assert failed.will_retry
     assert "flaky" in str(failed.error)
@@ -455,7 +462,7 @@ def test_the_time_limit_stops_in_the_middle_of_a_batch(
 
     bus.add_handler(slow, Job)
     dispatch(bus, 10)
-    worker = run_worker(bus, ["jobs"], prefetch=10, stop_when_empty=False, time_limit=0.1)
+    worker = run_worker(bus, ["jobs"], prefetch=10, stop_when_idle=False, time_limit=0.1)
     assert worker.stop_reason is StopReason.TIME_LIMIT
     assert 2 <= len(handled) <= 5
     # What was prefetched and not started went back at once.
@@ -496,3 +503,32 @@ def test_held_messages_are_renewed_while_a_handler_runs(
     run_worker(bus, ["jobs"])
     assert spy(bus).renewed
     assert set(spy(bus).renewed) == {"slow-1"}
+
+
+def test_stop_when_empty_waits_for_delayed_retries(
+    make_bus: Callable[..., Bus],
+    add_memory: Callable[..., MemoryTransport],
+    run_worker: Callable[..., Worker],
+) -> None:
+    bus = make_bus(retry=RetryStrategy(max_retries=2, delay=0.2, jitter=0))
+    jobs = add_memory(bus, "jobs")
+    bus.route(Job, "jobs")
+    runs: list[int] = []
+
+    def flaky(message: Job, envelope: Envelope) -> None:
+        runs.append(envelope.attempt)
+        if envelope.attempt < 3:
+            raise ConnectionError("down")
+
+    bus.add_handler(flaky, Job)
+    dispatch(bus, 1)
+    # --stop-when-idle stops with the retry still delayed...
+    idle = run_worker(bus, ["jobs"])
+    assert (runs, jobs.stats()[0].delayed) == ([1], 1)
+    assert (idle.handled, idle.failed, idle.retried) == (0, 0, 1)
+    # ...--stop-when-empty waits for it, and for the one after.
+    worker = run_worker(bus, ["jobs"], stop_when_idle=False, stop_when_empty=True)
+    assert worker.stop_reason is StopReason.EMPTY
+    assert runs == [1, 2, 3]
+    assert (worker.handled, worker.failed, worker.retried) == (1, 0, 1)
+    assert jobs.stats()[0] == QueueStats("jobs", 0, 0, 0, 0)

@@ -10,12 +10,13 @@ store, and the killer is stored once after ``max_deliveries`` deaths.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from courier.testing.scenarios import Project, Supervisor
+from courier.testing.scenarios import Project, Supervisor, interrupt_twice
 
 pytestmark = [pytest.mark.amqp, pytest.mark.slow]
 
@@ -40,3 +41,19 @@ def test_only_the_killer_reaches_the_failure_store(tmp_path: Path, janitor: Any)
     assert record["error_class"] == "courier.errors.DeliveryLimitExceeded"
     assert "killed the worker 10 times" in str(record["error_message"])
     assert janitor.count(f"{queue}.dead") == 0  # nothing went past RabbitMQ's own limit
+
+
+def test_ctrl_c_twice_gives_the_message_back_undamaged(tmp_path: Path, janitor: Any) -> None:
+    queue = janitor.name("interrupted")
+    janitor.queues.update({queue, f"{queue}.dead"})
+    project = Project(tmp_path, dsn=janitor.dsn(queue))
+    code, output = interrupt_twice(project)
+    assert "stopping after the message in hand (Ctrl-C again to stop now)" in output
+    assert code == 130, output
+    assert project.handled() == {}
+    assert project.failed_records() == []
+    deadline = time.monotonic() + 10
+    while janitor.count(queue) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert janitor.count(queue) == 1  # requeued by RabbitMQ, not dead-lettered
+    assert janitor.count(f"{queue}.dead") == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import click
@@ -18,6 +20,7 @@ from courier.events import (
     WorkerEvent,
     WorkerStarted,
     WorkerStopped,
+    WorkerStopping,
 )
 from courier.worker import Worker, WorkerOptions
 
@@ -25,18 +28,22 @@ __all__ = ["consume"]
 
 
 class Progress:
-    """The progress line: handled, failed, rate, and what happened last.
+    """What the worker is doing, for the person watching it.
 
-    On a terminal it is one live line; elsewhere (logs, CI) a plain line
-    every few seconds and a summary at the end, so progress stays visible.
+    The start line and the "stopped:" line are always printed; the progress
+    line (handled, failed, retried, rate, what happened last) is one live
+    line on a terminal, a plain line every few seconds elsewhere (logs, CI),
+    and nothing with ``--no-progress``.
     """
 
-    def __init__(self, cli: CliContext, every: float = 2.0) -> None:
+    def __init__(self, cli: CliContext, *, live: bool = True, every: float = 2.0) -> None:
         self.console = cli.console
+        self.show_progress = live
         self.live: Live | None = None
         self.every = every
         self.handled = 0
         self.failed = 0
+        self.retried = 0
         self.started = time.monotonic()
         self.last_print = self.started
         self.last = ""
@@ -47,6 +54,8 @@ class Progress:
         text.append(f"handled {self.handled}", style="green")
         text.append(" · ")
         text.append(f"failed {self.failed}", style="red" if self.failed else "dim")
+        text.append(" · ")
+        text.append(f"retried {self.retried}", style="yellow" if self.retried else "dim")
         text.append(f" · {self.handled / elapsed:,.1f}/s")
         if self.last:
             text.append(f" · {self.last}", style="dim")
@@ -56,28 +65,40 @@ class Progress:
         if isinstance(event, WorkerStarted):
             queues = ", ".join(event.queues)
             self.console.print(f"[bold]courier[/] consuming {queues} (worker {event.worker_id})")
-            if self.console.is_terminal:
+            if self.show_progress and self.console.is_terminal:
                 self.live = Live(self.line(), console=self.console, refresh_per_second=4)
                 self.live.start()
+            return
+        if isinstance(event, WorkerStopping):
+            # From the signal handler: straight to the file descriptor, no locks.
+            key = "Ctrl-C" if event.signal == signal.SIGINT else "the signal"
+            os.write(
+                2, f"\nstopping after the message in hand ({key} again to stop now)\n".encode()
+            )
             return
         if isinstance(event, MessageHandled):
             self.handled += 1
             envelope = event.received.envelope
             self.last = envelope.type if envelope is not None else ""
         elif isinstance(event, MessageFailed):
-            self.handled += 1
-            self.failed += 1
+            if event.will_retry:
+                self.retried += 1
+            else:
+                self.failed += 1
             next_step = "retrying" if event.will_retry else event.outcome.value
             self.last = f"failed: {type(event.error).__name__} ({next_step})"
         elif isinstance(event, TransportFailed):
             self.last = f"{event.transport}: reconnecting in {event.retry_in:.1f}s"
         elif isinstance(event, WorkerStopped):
+            self.handled, self.failed, self.retried = event.handled, event.failed, event.retried
             if self.live is not None:
                 self.live.update(self.line())
                 self.live.stop()
             else:
                 self.console.print(self.line())
             self.console.print(f"stopped: {event.reason.value}")
+            return
+        if not self.show_progress:
             return
         if self.live is not None:
             self.live.update(self.line())
@@ -95,13 +116,21 @@ class Progress:
     help="Consume only this subscription's queue (repeatable).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many messages.")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop after S.")
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after this many seconds.",
+)
 @click.option(
     "--memory-limit",
     type=click.FloatRange(min=0, min_open=True),
-    help="Stop when resident memory exceeds MB.",
+    help="Stop when resident memory exceeds this many MiB.",
 )
-@click.option("--failure-limit", type=click.IntRange(min=1), help="Stop after N failures.")
+@click.option(
+    "--failure-limit",
+    type=click.IntRange(min=1),
+    help="Stop after this many handler failures (retried or failed for good).",
+)
 @click.option(
     "--sleep",
     type=click.FloatRange(min=0),
@@ -109,10 +138,21 @@ class Progress:
     show_default=True,
     help="Seconds to wait for messages when the queues are empty.",
 )
-@click.option("--stop-when-empty", is_flag=True, help="Stop when no message is waiting.")
+@click.option(
+    "--stop-when-empty",
+    is_flag=True,
+    help="Stop once nothing is ready, in flight or delayed (waiting retries keep it running).",
+)
+@click.option(
+    "--stop-when-idle",
+    is_flag=True,
+    help="Stop as soon as nothing is ready, even with retries still delayed.",
+)
 @click.option("--prefetch", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--no-setup", is_flag=True, help="Do not declare queues before consuming.")
-@click.option("--no-progress", is_flag=True, help="No progress line.")
+@click.option(
+    "--no-progress", is_flag=True, help="No live progress line (start and stop lines stay)."
+)
 @click.option("--id", "worker_id", help="The worker id in logs (default: host.pid).")
 @click.pass_obj
 def consume(
@@ -125,6 +165,7 @@ def consume(
     failure_limit: int | None,
     sleep: float,
     stop_when_empty: bool,
+    stop_when_idle: bool,
     prefetch: int,
     no_setup: bool,
     no_progress: bool,
@@ -132,7 +173,8 @@ def consume(
 ) -> None:
     """Consume TRANSPORTS (names from the configuration), most urgent first.
 
-    Stops after the message in hand on SIGTERM, SIGINT or SIGQUIT; exit 0.
+    Ctrl-C (or SIGTERM) stops after the message in hand, exit 0; a second
+    one stops at once and gives that message back to the broker, exit 130.
     """
     bus = cli.bus(need_app=True)
     for name in transports:
@@ -146,6 +188,7 @@ def consume(
         failure_limit=failure_limit,
         sleep=sleep,
         stop_when_empty=stop_when_empty,
+        stop_when_idle=stop_when_idle,
         prefetch=prefetch,
     )
     if not no_setup:
@@ -154,8 +197,9 @@ def consume(
         bus, transports, subscriptions=subscriptions, options=options, worker_id=worker_id
     )
     cli.identify(worker.worker_id, worker.instance_id)
-    if not no_progress:
-        worker.add_listener(Progress(cli))
+    worker.add_listener(Progress(cli, live=not no_progress))
     reason = worker.run()
     if reason is StopReason.FAILURE_LIMIT:
         raise SystemExit(exit_codes.FAILURE_LIMIT)
+    if reason is StopReason.INTERRUPTED:
+        raise SystemExit(exit_codes.INTERRUPTED)

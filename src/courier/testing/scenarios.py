@@ -33,7 +33,7 @@ from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Project", "Supervisor", "peak_rss_mib"]
+__all__ = ["Project", "Supervisor", "interrupt_twice", "peak_rss_mib"]
 
 APP = '''
 """A scenario app: jobs whose handler records them, or kills its worker."""
@@ -47,6 +47,7 @@ from courier import Bus, Message
 
 HERE = Path(__file__).parent
 LEDGER = os.open(HERE / "ledger.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+STARTED = os.open(HERE / "started.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
 class Job(Message):
@@ -63,6 +64,7 @@ bus = Bus.from_config()
 
 @bus.handler(Job)
 def handle(job: Job) -> None:
+    os.write(STARTED, f"{job.n}\\n".encode())
     if job.kill:
         os._exit(1)
     if job.sleep:
@@ -140,6 +142,13 @@ class Project:
         if result.returncode != 0:
             raise AssertionError(f"courier dispatch failed: {result.stderr}")
 
+    def started(self) -> Counter[int]:
+        """How often each job's handler started, from ``started.txt``."""
+        path = self.root / "started.txt"
+        if not path.exists():
+            return Counter()
+        return Counter(int(line) for line in path.read_text().split())
+
     def handled(self) -> Counter[int]:
         """How often each job's handler finished, from the ledger."""
         if not self.ledger.exists():
@@ -181,7 +190,11 @@ class Supervisor:
     """Keeps ``workers`` ``courier consume`` processes alive, restarting the dead."""
 
     def __init__(
-        self, project: Project, *, workers: int = 2, args: Iterable[str] = ("jobs",)
+        self,
+        project: Project,
+        *,
+        workers: int = 2,
+        args: Iterable[str] = ("jobs", "--no-progress"),
     ) -> None:
         self.project = project
         self.count = workers
@@ -196,7 +209,7 @@ class Supervisor:
         self._logs.append(log)
         with log.open("wb") as output:
             return subprocess.Popen(  # noqa: S603 - our own courier command
-                [*courier_command(), "consume", *self.args, "--no-progress"],
+                [*courier_command(), "consume", *self.args],
                 cwd=self.project.root,
                 env=self.project.environment(),
                 stdout=output,
@@ -259,3 +272,39 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def interrupt_twice(project: Project, *, timeout: float = 60.0) -> tuple[int, str]:
+    """Ctrl-C a worker during a long handler, then again: its exit code and output.
+
+    Dispatches job 1 with a 10-second handler, waits for the handler to
+    start, sends SIGINT, checks the worker is still there a moment later,
+    then sends SIGINT again.
+    """
+    project.dispatch([1], sleep=10.0)
+    log = project.root / "interrupted.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(  # noqa: S603 - our own courier command
+            [*courier_command(), "consume", "jobs"],
+            cwd=project.root,
+            env=project.environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not project.started():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the handler never started:\n{log.read_text()}")
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        if worker.poll() is not None:
+            raise AssertionError(f"one Ctrl-C stopped the worker at once:\n{log.read_text()}")
+        worker.send_signal(signal.SIGINT)
+        code = worker.wait(timeout)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    return code, log.read_text(errors="replace")
