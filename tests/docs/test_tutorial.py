@@ -189,9 +189,12 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     queue = f"courier-docs-{uuid.uuid4().hex[:10]}"
     found = snippets(TUTORIAL.read_text(encoding="utf-8"))
     reader = Session(home=home, wheels=home / "wheels", queue=queue, pending=found)
-    yield reader
-    if any(TUTORIAL_DSN in snippet.body for snippet in reader.ran):
-        delete_queue(queue)
+    try:
+        yield reader
+    finally:
+        (home / "courier").unlink()  # the clone itself stays where it is
+        if any(TUTORIAL_DSN in snippet.body for snippet in reader.ran):
+            delete_queue(queue)
 
 
 def delete_queue(queue: str) -> None:
