@@ -69,8 +69,8 @@ def _render(command: click.Command, context: click.Context, depth: int) -> list[
     lines += ["```text", f"{context.command_path} {pieces}".rstrip(), "```", ""]
     lines += _help_paragraphs(command.help)
     lines += _options_table(command, context, root=depth == 0)
-    if isinstance(command, click.Group):
-        children = _subcommands(command, context)
+    children = _subcommands(command, context) if isinstance(command, click.Group) else []
+    if children:
         lines += ["| command | summary |", "|---|---|"]
         for sub_name, sub, sub_context in children:
             summary = _text(sub.get_short_help_str(limit=120))
