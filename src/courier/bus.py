@@ -131,14 +131,16 @@ class Bus:
     def from_config(cls, path: str | None = None, **overrides: Any) -> Bus:
         """A bus configured from ``courier.toml`` / ``[tool.courier]`` / ``COURIER_*``.
 
-        ``path`` defaults to ``$COURIER_CONFIG``, then ``courier.toml`` or
-        ``pyproject.toml`` in the working directory; ``overrides`` replace
-        settings by name (``transports={...}``).
+        ``path`` defaults to the running ``courier`` command's ``--config``,
+        then ``$COURIER_CONFIG``, then the first ``courier.toml`` or
+        ``pyproject.toml`` with ``[tool.courier]`` in the working directory
+        or its parents; relative paths in it mean its folder. ``overrides``
+        replace settings by name (``transports={...}``).
         """
         from courier.config import build_bus, load_settings
 
-        settings, _ = load_settings(path, overrides=overrides or None)
-        return build_bus(settings, cls())
+        settings, file = load_settings(path, overrides=overrides or None)
+        return build_bus(settings, cls(), base=file.parent if file is not None else None)
 
     # -- configuration -------------------------------------------------------
 
@@ -158,6 +160,24 @@ class Bus:
     @property
     def invalid_transport(self) -> str | None:
         return self.dead_letters.invalid_transport
+
+    def configure(
+        self,
+        *,
+        ack_policy: AckPolicy | None = None,
+        validate: bool | None = None,
+        max_body: int | None = None,
+    ) -> None:
+        """Change bus settings after construction (what the configuration file sets)."""
+        if ack_policy is not None:
+            self.ack_policy = ack_policy
+        if validate is not None:
+            self.validate = validate
+        if max_body is not None:
+            for serializer in (self.serializer, self.store_serializer):
+                serializer.max_body = max_body
+            self.dead_letters.max_body = max_body
+        self._dispatch_stack = self._consume_stack = None
 
     def set_dead_letters(self, failure: str | None, invalid: str | None = None) -> None:
         """Name the failure transport and the invalid-message transport."""

@@ -31,6 +31,7 @@ A bad configuration fails at startup with one line naming the key.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -50,9 +51,13 @@ from pydantic_settings import (
 
 from courier.bus import Bus
 from courier.errors import ConfigurationError
+from courier.middleware.acknowledge import AckPolicy
 from courier.middleware.retry import RetryPolicy, RetryStrategy
+from courier.serializer import DEFAULT_MAX_BODY
 from courier.topology import require_listable
 from courier.transports.dsn import Dsn
+
+logger = logging.getLogger("courier.config")
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -145,6 +150,13 @@ class CourierSettings(BaseSettings):
     #: Where workers count the deaths of handlers (and keep their status):
     #: ``sqlite:///path.db`` or ``memory://``; default: the ``database`` file.
     status_store: str | None = None
+    #: What the worker does with a message that failed for good (see AckPolicy).
+    ack_policy: AckPolicy = AckPolicy.REJECT_ON_ERROR
+    #: Validate messages again at dispatch (for ``model_construct``-built ones);
+    #: ``validate`` in files and ``COURIER_VALIDATE`` (pydantic keeps that name).
+    validate_messages: bool = False
+    #: The largest body, in bytes, courier sends and decodes.
+    max_body: int = Field(default=DEFAULT_MAX_BODY, gt=0)
 
     @field_validator("app")
     @classmethod
@@ -199,20 +211,46 @@ class CourierSettings(BaseSettings):
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
-    """``courier.toml``, else a ``pyproject.toml`` with ``[tool.courier]``, in ``start``."""
+    """The configuration a command in ``start`` means: as git and ruff find theirs.
+
+    In ``start`` (the working directory) and then each parent up to the root,
+    the first ``courier.toml``, or ``pyproject.toml`` with a ``[tool.courier]``
+    table, wins; a pyproject without that table is passed over.
+    """
     directory = (start or Path.cwd()).resolve()
-    candidate = directory / "courier.toml"
-    if candidate.is_file():
-        return candidate
-    pyproject = directory / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            return None
-        if isinstance(data.get("tool"), dict) and "courier" in data["tool"]:
+    for folder in (directory, *directory.parents):
+        candidate = folder / "courier.toml"
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _has_courier_table(pyproject):
             return pyproject
     return None
+
+
+def _has_courier_table(pyproject: Path) -> bool:
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(data.get("tool"), dict) and "courier" in data["tool"]
+
+
+def anchored(dsn: str | Dsn, base: Path) -> Dsn:
+    """``dsn`` with a relative SQLite file made absolute against ``base``.
+
+    A path in a configuration file means the file's folder, not wherever the
+    command happens to run, so producers and workers started anywhere share
+    one database.
+    """
+    parsed = dsn if isinstance(dsn, Dsn) else Dsn.parse(dsn)
+    if parsed.scheme != "sqlite" or parsed.host:
+        return parsed
+    relative = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+    if not relative or relative == ":memory:" or relative.startswith(("/", "~")):
+        return parsed
+    absolute = (base / relative).resolve()
+    return Dsn("sqlite", path="/" + str(absolute), options=dict(parsed.options))
 
 
 def _shown(path: Path) -> str:
@@ -255,6 +293,21 @@ def configuration_file(path: str | Path) -> Iterator[Path]:
         _chosen_file.reset(token)
 
 
+#: Settings whose name in files and the environment is not the field's.
+_SETTING_NAMES = {"validate_messages": "validate"}
+
+
+def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """``validate`` (and ``COURIER_VALIDATE``) as the field pydantic can name."""
+    data = dict(data)
+    if "validate" in data:
+        data["validate_messages"] = data.pop("validate")
+    env = os.environ.get("COURIER_VALIDATE")
+    if env is not None and "COURIER_VALIDATE_MESSAGES" not in os.environ:
+        data["validate_messages"] = env
+    return data
+
+
 def load_settings(
     path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None
 ) -> tuple[CourierSettings, Path | None]:
@@ -269,6 +322,7 @@ def load_settings(
     data = _file_data(file) if file is not None else {}
     if overrides:
         data = {**data, **overrides}
+    data = _renamed(data)
     where = f"{_shown(file)}: " if file is not None else ""
     try:
         settings = CourierSettings(**data)
@@ -278,28 +332,65 @@ def load_settings(
     except ValidationError as error:
         detail = error.errors(include_input=False, include_url=False)[0]
         key = ".".join(str(part) for part in detail["loc"]) or "<root>"
+        key = _SETTING_NAMES.get(key, key)
         if detail["type"] == "extra_forbidden":
             raise ConfigurationError(f"{where}{key}: unknown setting") from None
         raise ConfigurationError(f"{where}{key}: {detail['msg']}") from None
+    if file is None and not settings.transports:
+        _announce_the_default(settings.database)
     return settings, file
 
 
-def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
+_announced: set[Path] = set()
+
+
+def _announce_the_default(database: str) -> None:
+    """Say once which file the embedded default uses, so nobody guesses."""
+    path = (Path.cwd() / database).resolve()
+    if path in _announced:
+        return
+    _announced.add(path)
+    logger.warning(
+        "no courier.toml (or pyproject.toml with [tool.courier]) in %s or its parents: "
+        "using the embedded default, %s",
+        Path.cwd(),
+        path,
+    )
+
+
+def build_bus(
+    settings: CourierSettings, bus: Bus | None = None, *, base: Path | None = None
+) -> Bus:
     """Configure ``bus`` (a new one by default) from ``settings``.
 
     Every transport is opened, every route checked against the transports,
     and the dead-letter transports must be able to list what they keep; the
     first problem raises :class:`ConfigurationError` naming its key.
+    Relative SQLite paths are taken from ``base``: the configuration file's
+    folder (the working directory when there is no file).
     """
-    bus = bus or Bus(max_deliveries=settings.max_deliveries, retry=settings.retry.policy())
+    base = (base or Path.cwd()).resolve()
+    if bus is None:
+        bus = Bus(
+            max_deliveries=settings.max_deliveries,
+            retry=settings.retry.policy(),
+            ack_policy=settings.ack_policy,
+            validate=settings.validate_messages,
+            max_body=settings.max_body,
+        )
     bus.max_deliveries = settings.max_deliveries
     bus.retry_policy = settings.retry.policy()
+    bus.configure(
+        ack_policy=settings.ack_policy,
+        validate=settings.validate_messages,
+        max_body=settings.max_body,
+    )
     transports = settings.effective_transports()
     for name, dsn in transports.items():
         if name in bus.transports:
             continue
         try:
-            bus.add_transport(name, Dsn.parse(dsn))
+            bus.add_transport(name, anchored(dsn, base))
         except ConfigurationError as error:
             raise ConfigurationError(f"transports.{name}: {error}") from None
     for message_type, route in settings.effective_routing().items():
@@ -330,7 +421,8 @@ def build_bus(settings: CourierSettings, bus: Bus | None = None) -> Bus:
     bus.set_dead_letters(failure, invalid)
     if settings.status_store is not None or bus.status_store is None:
         try:
-            bus.use_status_store(settings.status_store or f"sqlite:///{settings.database}")
+            status = anchored(settings.status_store or f"sqlite:///{settings.database}", base)
+            bus.use_status_store(status.render(reveal=True))
         except ConfigurationError as error:
             raise ConfigurationError(f"status_store: {error}") from None
     for name in settings.retry.transports:

@@ -29,7 +29,7 @@ for path in sorted(root.rglob("*.py")):
 
 from courier.cli import main
 
-for args in (["--help"], ["debug"], ["stats"], ["consume", "--help"]):
+for args in (["--help"], ["setup"], ["debug"], ["stats"], ["consume", "--help"]):
     with contextlib.redirect_stdout(io.StringIO()):
         code = main.main(args=args, standalone_mode=False)
     assert code in (None, 0), (args, code)

@@ -304,6 +304,7 @@ def test_call_command_runs_courier_commands_and_leaves_the_bus_open(
     assert "signups.welcome" in capsys.readouterr().out
 
     with courier_settings(f"sqlite:///{tmp_path / 'courier.db'}?queue=email", tmp_path):
+        call_command("courier", "setup")  # stats only looks: it creates no database
         call_command("courier", "stats")
         get_bus().dispatch(Welcome(email="ada@example.com"))  # the project's bus is still open
         call_command("courier", "stats")
@@ -338,6 +339,7 @@ def test_manage_py_courier_is_courier_s_command_line(
         assert f"  {command} " in out
 
     # --settings is Django's, read before the command runs: courier never sees it.
+    assert manage_py("manage.py", "courier", "--settings", SETTINGS, "setup") == 0
     assert manage_py("manage.py", "courier", "--settings", SETTINGS, "stats") == 0
     assert "email" in capsys.readouterr().out
     assert manage_py("manage.py", "courier", "stats", f"--settings={SETTINGS}") == 0

@@ -116,6 +116,7 @@ def test_the_app_s_bus_stays_open_after_a_command(tmp_path: Any) -> None:
     app = make_app(courier, transports={"jobs": f"sqlite:///{tmp_path / 'courier.db'}?queue=jobs"})
     runner = app.test_cli_runner()
 
+    assert runner.invoke(args=["courier", "setup"]).exit_code == 0  # stats creates no database
     assert runner.invoke(args=["courier", "stats"]).exit_code == 0
     with app.app_context():
         courier.dispatch(Ping(n=1))  # not "the sqlite connection is closed"

@@ -255,6 +255,10 @@ def open_workspace(
     logger = logging.getLogger("courier")
     saved = (logger.handlers[:], logger.level, logger.propagate)
     workspace = Workspace(tmp_path, backend)
+    if backend == "sqlite":
+        # A project that has run before: its courier.db exists (the commands
+        # that only look refuse to create one; test_cli_debug shows that).
+        workspace.bus().setup()
     try:
         yield workspace
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from courier.config import anchored
+
 MIDDLEWARE = [
     "Consume middleware (outermost first):",
     "1. LoggingMiddleware (courier.middleware.logging)",
@@ -46,12 +48,18 @@ def test_debug_shows_routing_handlers_transports_and_middleware(workspace: Any) 
         assert row in found, row
     transports = {row[0]: row for row in found[found.index(["Transports"]) + 3 :][:4]}
     assert sorted(transports) == ["events", "failed", "invalid", "jobs"]
-    assert transports["jobs"][:3] == ["jobs", workspace.dsn("jobs"), "jobs"]
+    # A relative SQLite path means the configuration file's folder: shown resolved.
+    shown = str(anchored(workspace.dsn("jobs"), workspace.root))
+    assert transports["jobs"][:3] == ["jobs", shown, "jobs"]
     assert transports["jobs"][-1] == "-"
     assert transports["failed"][-1] == "failure store"
     assert transports["invalid"][-1] == "invalid-message store"
     assert "listable" in transports["failed"][3].split(", ")
-    assert workspace.lines(result.stdout)[-len(MIDDLEWARE) :] == MIDDLEWARE
+    lines = workspace.lines(result.stdout)
+    assert lines[-len(MIDDLEWARE) - 1 : -1] == MIDDLEWARE
+    # Which file was read, and where deaths are counted: next to it.
+    assert lines[0] == f"configuration: {workspace.root / 'courier.toml'}"
+    assert lines[-1] == f"status store: sqlite:///{workspace.root / 'courier.db'}"
 
 
 def test_passwords_never_print(memory_workspace: Any) -> None:
@@ -90,3 +98,34 @@ def test_names_are_printed_as_text_never_as_markup(memory_workspace: Any) -> Non
     result = ws.courier("debug")
     assert result.exit_code == 0, result.output
     assert "[red]x[/red]" in result.stdout
+
+
+def test_commands_that_only_look_never_create_a_database(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    courier = str(Path(sys.executable).with_name("courier"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COURIER_")}
+    home = tmp_path / "home"
+    app = home / "app"
+    app.mkdir(parents=True)
+    (app / "courier.toml").write_text(
+        '[transports]\nimages = "sqlite:///courier.db?queue=images"\n'
+    )
+    for args in (["stats"], ["failed", "list"], ["failed", "show", "abcdefgh"], ["debug"]):
+        result = subprocess.run(
+            [courier, "--config", str(app / "courier.toml"), *args],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if args == ["debug"]:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode == 4, (args, result.stdout, result.stderr)
+            assert result.stderr == f"error: no courier.db here (looked in {app})\n"
+    assert list(home.rglob("*.db")) == []

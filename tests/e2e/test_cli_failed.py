@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from courier.bus import Bus
+from courier.dead_letters import InvalidMessage
 from courier.envelope import Envelope, ErrorDetails
 from courier.errors import UnrecoverableError
+from courier.transports.base import Listable
 
 if TYPE_CHECKING:
     from click.testing import Result
@@ -54,7 +57,7 @@ def test_list_shows_failed_and_invalid_messages(workspace: Any) -> None:
     invalid = workspace.store_invalid(
         bus, b"\xff\xfe", {**ARCHIVE, "courier-id": "feedbeef01"}, "unknown message type 'x'"
     )
-    result = workspace.courier("failed", "list")
+    result = workspace.courier("failed", "list", "--wide")
     assert result.exit_code == 0, result.output
     found = rows(result)
     assert workspace.lines(result.stdout)[1].split() == [
@@ -111,7 +114,7 @@ def test_list_as_json(memory_workspace: Any) -> None:
 
 
 def test_list_when_empty(workspace: Any) -> None:
-    result = workspace.courier("failed", "list")
+    result = workspace.courier("failed", "list", "--wide")
     assert (result.exit_code, result.stdout) == (0, "no failed messages\n")
 
 
@@ -129,7 +132,7 @@ def test_list_filters_by_type_error_and_age(memory_workspace: Any) -> None:
     )
 
     def listed(*options: str) -> set[str]:
-        result = ws.courier("failed", "list", *options)
+        result = ws.courier("failed", "list", "--wide", *options)
         assert result.exit_code == 0, result.output
         return set(rows(result))
 
@@ -155,7 +158,7 @@ def test_list_limit(memory_workspace: Any) -> None:
     bus = ws.bus()
     for n in range(3):
         ws.store_failure(bus, ws.app.SendEmail(to=f"{n}@example.com"))
-    result = ws.courier("failed", "list", "--limit", "2")
+    result = ws.courier("failed", "list", "--wide", "--limit", "2")
     assert len(rows(result)) == 2
     assert ws.lines(result.stdout)[-1] == "3 messages; showing the oldest 2, --limit 0 for all"
 
@@ -178,7 +181,8 @@ def test_a_bad_duration_is_a_usage_error(memory_workspace: Any) -> None:
     result = memory_workspace.courier("failed", "list", "--older-than", "5x")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == (
-        "Error: Invalid value for '--older-than': '5x' is not a duration (like 30s, 10m, 2h, 1d)"
+        "error: Invalid value for '--older-than': '5x' is not a duration (like 30s, 10m, 2h, 1d)"
+        " (see 'courier failed list --help')"
     )
 
 
@@ -275,9 +279,20 @@ def test_show_accepts_a_unique_id_prefix(memory_workspace: Any) -> None:
 
 
 def test_show_an_unknown_id(workspace: Any) -> None:
-    result = workspace.courier("failed", "show", "nope")
+    result = workspace.courier("failed", "show", "nope-nope")
     assert result.exit_code == 4
-    assert result.stderr == "error: no failed message with id 'nope' (see `courier failed list`)\n"
+    assert result.stderr == (
+        "error: no failed message with id 'nope-nope' (see `courier failed list`)\n"
+    )
+
+
+def test_show_says_how_long_a_prefix_must_be(workspace: Any) -> None:
+    result = workspace.courier("failed", "show", "abc")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: id 'abc' is too short: give the whole id or a prefix of at least 6 characters "
+        "(see `courier failed list`)\n"
+    )
 
 
 # -- retry --------------------------------------------------------------------
@@ -433,11 +448,15 @@ def test_retry_from_a_transport_no_longer_configured(memory_workspace: Any) -> N
 @pytest.mark.parametrize(
     ("args", "code", "line"),
     [
-        (["retry", "nope"], 4, "no failed message with id 'nope' (see `courier failed list`)"),
         (
-            ["remove", "nope", "gone"],
+            ["retry", "nope-nope"],
             4,
-            "no failed message with id 'nope', 'gone' (see `courier failed list`)",
+            "no failed message with id 'nope-nope' (see `courier failed list`)",
+        ),
+        (
+            ["remove", "nope-nope", "gone-gone"],
+            4,
+            "no failed message with id 'nope-nope', 'gone-gone' (see `courier failed list`)",
         ),
         (
             ["retry", "x", "--to", "elsewhere"],
@@ -528,7 +547,7 @@ def test_a_failing_handler_fixed_and_retried(memory_workspace: Any) -> None:
     consume = ("consume", "jobs", "--stop-when-empty", "--sleep", "0", "--no-progress")
     assert ws.courier(*consume).exit_code == 0
 
-    listed = ws.courier("failed", "list")
+    listed = ws.courier("failed", "list", "--wide")
     assert rows(listed)[message_id][2:6] == [
         "email.send",
         "jobs",
@@ -591,7 +610,7 @@ def test_a_failing_handler_fixed_and_retried_by_real_processes(tmp_path: Path) -
     message_id = dispatched.stdout.strip()
     assert courier(*consume).returncode == 0
 
-    listed = courier("failed", "list")
+    listed = courier("failed", "list", "--wide")
     assert listed.returncode == 0, listed.stderr
     [row] = [line.split() for line in listed.stdout.splitlines() if message_id in line]
     assert row[:5] == [message_id, "failed", "email.send", "email", "1"]
@@ -621,3 +640,58 @@ def test_show_survives_a_body_nested_thousands_of_levels_deep(workspace: Any) ->
     assert f"payload (JSON nested too deep to lay out, {len(body):,} bytes):" in out
     assert out[-2].startswith('{"mailbox": {"mailbox": ')
     assert out[-1].endswith(" more characters; --max-bytes to see more)")
+
+
+def in_a_terminal(args: list[str], cwd: Path, columns: int = 80) -> str:
+    """What ``args`` print in a terminal ``columns`` wide (a real pseudo-terminal)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key != "COURIER_CONFIG"}
+    env.update(TERM="xterm", COLUMNS=str(columns))
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_list_fits_80_columns_with_ids_short_enough_to_copy(tmp_path: Path) -> None:
+    """What a user sees in a terminal: short ids on one line each, usable as they are."""
+    (tmp_path / "courier.toml").write_text("# the embedded defaults: courier.db\n")
+    ids = []
+    with Bus.from_config(str(tmp_path / "courier.toml")) as bus:
+        for n in range(3):
+            record = InvalidMessage(
+                body=b"{", headers={}, reason=f"bad {n}", transport="default", queue="default"
+            )
+            envelope = Envelope(record, error=ErrorDetails("ValueError", f"bad {n}"))
+            store = bus.transport("invalid")
+            assert isinstance(store, Listable)
+            store.keep(envelope)
+            ids.append(envelope.id)
+    listed = in_a_terminal([COURIER, "failed", "list"], tmp_path)
+    lines = listed.splitlines()
+    assert max(len(line) for line in lines) <= 80, listed
+    firsts = {line.split()[0] for line in lines if line.split()}
+    short = sorted(identifier[:8] for identifier in ids)
+    assert set(short) <= firsts, listed
+    assert not any(identifier in listed for identifier in ids)
+    shown = in_a_terminal([COURIER, "failed", "show", short[0]], tmp_path)
+    assert "bad " in shown
+    wide = in_a_terminal([COURIER, "failed", "list", "--wide"], tmp_path, columns=200)
+    assert all(identifier in wide for identifier in ids)

@@ -169,3 +169,24 @@ def test_ctrl_c_twice_gives_the_message_back_undamaged(tmp_path: Path) -> None:
     done = project.courier("consume", "jobs", "--stop-when-empty", "--no-progress")
     assert done.returncode == 0, done.stdout + done.stderr
     assert project.handled() == {1: 1}
+
+
+def test_counters_mean_one_thing_and_stop_when_empty_waits_for_retries(tmp_path: Path) -> None:
+    """197 handled, 3 failed for good after their retries: what the demo's user reads."""
+    project = Project(
+        tmp_path,
+        dsn="sqlite:///courier.db?queue=jobs&poll_interval=0.02",
+        settings="[retry]\nmax_retries = 2\ndelay = 0.3\nmultiplier = 1",
+    )
+    project.dispatch(range(200), fail={5, 50, 150})
+    done = project.courier("consume", "jobs", "--stop-when-empty", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("courier consuming jobs (worker ")  # kept by --no-progress
+    assert lines[-2].startswith("handled 197 · failed 3 · retried 6 · ")
+    assert lines[-1] == "stopped: empty"
+    assert len(project.handled()) == 197
+    assert len(project.failed_records()) == 3  # nothing still delayed when it stopped
+    stats = project.courier("stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert '"delayed": 0' in stats.stdout

@@ -95,7 +95,7 @@ class Progress:
                 self.live.update(self.line())
                 self.live.stop()
             else:
-                self.console.print(self.line())
+                self.console.print(self.line(), soft_wrap=True)
             self.console.print(f"stopped: {event.reason.value}")
             return
         if not self.show_progress:
@@ -104,7 +104,7 @@ class Progress:
             self.live.update(self.line())
         elif time.monotonic() - self.last_print >= self.every:
             self.last_print = time.monotonic()
-            self.console.print(self.line())
+            self.console.print(self.line(), soft_wrap=True)
 
 
 @click.command()

@@ -22,6 +22,7 @@ from rich.console import Console
 from courier.bus import Bus
 from courier.config import CourierSettings, build_bus, load_settings
 from courier.errors import ConfigurationError
+from courier.transports.sqlite import SqliteTransport
 from courier.worker import WorkerLogFilter
 
 __all__ = ["CliContext", "SecretMaskingFilter", "fail"]
@@ -79,6 +80,23 @@ class CliContext:
     _bus: Bus | None = None
     _log_filter: WorkerLogFilter = field(default_factory=WorkerLogFilter)
     _mask: SecretMaskingFilter = field(default_factory=lambda: SecretMaskingFilter([]))
+    _looked_at: list[SqliteTransport] = field(default_factory=list)
+    #: Whether the command's end closes the bus (a framework keeps its own open).
+    owns_bus: bool = True
+
+    def done(self) -> None:
+        """The command ended: a bus that outlives it (a web app's) may create files again."""
+        for transport in self._looked_at:
+            transport.require_existing(False)
+        self._looked_at.clear()
+        if self._bus is not None and self.owns_bus:
+            self._bus.close()
+
+    def use_config(self, path: str) -> None:
+        """Read ``path`` (``--config``, before or after the command)."""
+        if self._settings is not None and self.config != path:
+            raise ConfigurationError("--config is given twice")
+        self.config = path
 
     def settings(self) -> tuple[CourierSettings, Path | None]:
         if self._settings is None:
@@ -86,22 +104,32 @@ class CliContext:
             self._settings = load_settings(self.config, overrides=overrides)
         return self._settings
 
-    def bus(self, *, need_app: bool = False) -> Bus:
-        """The app's bus, configured; the configuration alone when there is no app."""
+    def bus(self, *, need_app: bool = False, read_only: bool = False) -> Bus:
+        """The app's bus, configured; the configuration alone when there is no app.
+
+        ``read_only``: the command only looks (stats, failed, debug), so a
+        SQLite file that does not exist is an error, never created empty.
+        """
         if self._bus is not None:
             return self._bus
         settings, file = self.settings()
+        base = file.parent if file is not None else Path.cwd()
         if settings.app is None:
             if need_app:
                 raise ConfigurationError(
                     "app: not set; name the bus that has your handlers, e.g. "
                     'app = "myapp.messaging:bus" in courier.toml, COURIER_APP or --app'
                 )
-            bus = build_bus(settings)
+            bus = build_bus(settings, base=base)
         else:
-            bus = load_app(settings.app, file.parent if file is not None else Path.cwd())
+            bus = load_app(settings.app, base)
             if not bus.transports:
-                build_bus(settings, bus)
+                build_bus(settings, bus, base=base)
+        if read_only:
+            for transport in bus.transports.values():
+                if isinstance(transport, SqliteTransport):
+                    transport.require_existing(True)
+                    self._looked_at.append(transport)
         self._bus = bus
         secrets: list[str] = []
         for name in bus.transports:

@@ -131,7 +131,7 @@ def show_transports(cli: CliContext, bus: Bus) -> None:
         roles = ", ".join(role for role, store in stores if store == name)
         rows.add_row(
             cell(name),
-            cell(shown),
+            cell(shown, limit=None),
             cell(transport.queue),
             cell(describe_capabilities(transport.capabilities)),
             cell(roles or None),
@@ -157,7 +157,12 @@ def show_middleware(cli: CliContext, bus: Bus) -> None:
 @click.pass_obj
 def command(cli: CliContext) -> None:
     """Show routing, handlers and subscriptions, transports, middleware."""
-    bus = cli.bus()
+    bus = cli.bus(read_only=True)
+    _, file = cli.settings()
+    if file is not None:
+        say(cli.console, f"configuration: {file}")
+    else:
+        say(cli.console, "configuration: none found here or in a parent folder (the defaults)")
     show_routing(cli, bus)
     show_handlers(cli, bus)
     show_transports(cli, bus)
@@ -165,3 +170,5 @@ def command(cli: CliContext) -> None:
     say(cli.console, "")
     say(cli.console, f"failure transport: {bus.failure_transport or 'none'}")
     say(cli.console, f"invalid-message transport: {bus.invalid_transport or 'none'}")
+    store = bus.poison.store
+    say(cli.console, f"status store: {store.describe() if store is not None else 'none'}")

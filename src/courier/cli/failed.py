@@ -35,6 +35,7 @@ from courier.cli.failure_store import (
     open_stores,
     resolve,
     retry_one,
+    short_ids,
     undecodable,
 )
 from courier.cli.output import (
@@ -123,7 +124,7 @@ def select(
             "--type, --error, --older-than and --newer-than narrow --all, not a list of ids",
             exit_codes.USAGE,
         )
-    items = load(open_stores(cli.bus()))
+    items = load(open_stores(cli.bus(read_only=True)))
     if ids:
         return resolve(items, ids)
     now = time.time()
@@ -157,11 +158,18 @@ def command() -> None:
     show_default=True,
     help="Rows to show, oldest first; 0 for all.",
 )
-@click.option("--json", "as_json", is_flag=True, help="A JSON list instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list (whole ids) instead of a table.")
+@click.option(
+    "--wide", is_flag=True, help="Whole ids (the table shows the shortest unique prefix)."
+)
 @click.pass_obj
-def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool) -> None:
-    """List failed and invalid messages: id, type, transport, attempts, error, failed at."""
-    stores = open_stores(cli.bus())
+def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool, wide: bool) -> None:
+    """List failed and invalid messages: id, type, transport, attempts, error, failed at.
+
+    Ids are shortened to a prefix no other message shares (8 characters or
+    more); every command takes such a prefix in place of a whole id.
+    """
+    stores = open_stores(cli.bus(read_only=True))
     items = load(stores)
     now = time.time()
     matching = [item for item in items if filters.matches(item, now)]
@@ -174,10 +182,11 @@ def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool) -> None:
     else:
         columns = ("id", "store", "type", "transport", "attempts", "error", "failed at")
         rows = table(*columns, right=["attempts"])
+        shortened = {} if wide else short_ids([item.id for item in items])
         for item in shown:
             error = item.error
             rows.add_row(
-                cell(item.id),
+                cell(shortened.get(item.id, item.id)),
                 cell(item.store.name),
                 cell(item.type, limit=60),
                 cell(item.origin[0]),
@@ -221,7 +230,7 @@ def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def show(cli: CliContext, ids: tuple[str, ...], traceback_lines: int, max_bytes: int) -> None:
     """Show messages in full: error details, traceback and payload."""
-    for index, item in enumerate(resolve(load(open_stores(cli.bus())), ids)):
+    for index, item in enumerate(resolve(load(open_stores(cli.bus(read_only=True))), ids)):
         if index:
             say(cli.console, "")
         show_one(cli.console, item, traceback_lines, max_bytes)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_PREFIX",
+    "SHORT_ID",
     "Filters",
     "Store",
     "Stored",
@@ -52,11 +53,14 @@ __all__ = [
     "open_stores",
     "resolve",
     "retry_one",
+    "short_ids",
     "undecodable",
 ]
 
 #: Shortest id prefix accepted in place of a whole id.
 MIN_PREFIX = 6
+#: Ids are shown this long at least (longer where needed to stay unique).
+SHORT_ID = 8
 
 
 @dataclass(frozen=True)
@@ -181,12 +185,40 @@ def undecodable(stores: Sequence[Store], items: Sequence[Stored]) -> int:
     return hidden
 
 
+def short_ids(ids: Sequence[str], minimum: int = SHORT_ID) -> dict[str, str]:
+    """Each id cut to the shortest prefix (at least ``minimum`` long) no other id shares."""
+    ordered = sorted(set(ids))
+    shortest: dict[str, str] = {}
+    for index, current in enumerate(ordered):
+        needed = minimum
+        for neighbour in ordered[max(0, index - 1) : index + 2]:
+            if neighbour != current:
+                needed = max(needed, _common_prefix(current, neighbour) + 1)
+        shortest[current] = current[:needed]
+    return shortest
+
+
+def _common_prefix(one: str, other: str) -> int:
+    length = 0
+    for left, right in zip(one, other, strict=False):
+        if left != right:
+            break
+        length += 1
+    return length
+
+
 def resolve(items: Sequence[Stored], ids: Sequence[str]) -> list[Stored]:
     """The stored messages with these ids (or unique prefixes of them)."""
     by_id = {item.id: item for item in reversed(items)}
     found: dict[str, Stored] = {}
     missing: list[str] = []
     for wanted in ids:
+        if wanted not in by_id and len(wanted) < MIN_PREFIX:
+            raise fail(
+                f"id {wanted[:64]!r} is too short: give the whole id or a prefix of at least "
+                f"{MIN_PREFIX} characters (see `courier failed list`)",
+                exit_codes.USAGE,
+            )
         matches = [wanted] if wanted in by_id else []
         if not matches and len(wanted) >= MIN_PREFIX:
             matches = [known for known in by_id if known.startswith(wanted)]
@@ -234,14 +266,7 @@ def retry_one(bus: Bus, item: Stored, to: str | None, console: Console) -> bool:
             return False
     origin, queue = item.origin
     target = to or origin or ""
-    if target not in bus.transports:
-        known = ", ".join(sorted(bus.transports))
-        raise fail(
-            f"{item.id} failed on transport {escape(target, limit=80)!r}, which this "
-            f"configuration does not have (configured: {known}); send it elsewhere with --to",
-            exit_codes.NOT_FOUND,
-        )
-    transport = bus.transport(target)
+    transport = bus.transport(target)  # the command checked it is configured
     queue = queue if target == origin else None
     if queue is not None and queue != transport.queue and queue not in served_queues(bus, target):
         raise fail(

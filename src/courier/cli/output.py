@@ -48,7 +48,7 @@ MISSING = "-"
 
 #: How wide tables may grow when the output is not a terminal (a pipe, a
 #: file, CI): rows stay on one line for grep instead of wrapping at 80.
-PIPE_WIDTH = 240
+PIPE_WIDTH = 400
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 

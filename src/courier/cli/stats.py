@@ -53,7 +53,7 @@ def queues_of(bus: Bus, name: str) -> list[str]:
 @click.pass_obj
 def command(cli: CliContext, transports: tuple[str, ...], as_json: bool) -> None:
     """Ready, in-flight, delayed and dead messages per queue of TRANSPORTS (default: all)."""
-    bus = cli.bus()
+    bus = cli.bus(read_only=True)
     rows: list[dict[str, Any]] = []
     for name in pick_transports(bus, transports):
         for counts in bus.transport(name).stats(queues_of(bus, name)):

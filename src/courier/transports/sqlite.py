@@ -162,6 +162,10 @@ class SqliteTransport(Transport):
     def close(self) -> None:
         self._db.close()
 
+    def require_existing(self, required: bool = True) -> None:
+        """Never create the file (while ``required``): a command that only looks leaves none."""
+        self._db.must_exist = required
+
     # -- sending -----------------------------------------------------------
 
     def _row(self, envelope: Envelope, queue: str, delay: float) -> tuple[Any, ...]:

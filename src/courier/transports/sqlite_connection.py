@@ -28,7 +28,16 @@ from courier.transports import sqlite_schema
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ["SqliteConnection"]
+__all__ = ["NoDatabase", "SqliteConnection"]
+
+
+class NoDatabase(TransportError):
+    """A command that only looks found no database file where the configuration points."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        where = Path(path)
+        super().__init__(f"no {where.name} here (looked in {where.parent})")
 
 
 class SqliteConnection:
@@ -41,11 +50,15 @@ class SqliteConnection:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._closed = False
+        #: Refuse to create the file (commands that only look).
+        self.must_exist = False
 
     def _open(self) -> sqlite3.Connection:
         """Open on first use, so configuring a bus touches no disk."""
         if self._closed:
             raise TransportError(f"the sqlite connection to {self.path} is closed")
+        if self.must_exist and self.path != ":memory:" and not Path(self.path).exists():
+            raise NoDatabase(self.path)
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
