@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,6 +68,9 @@ logger = logging.getLogger("courier.redis")
 Client: TypeAlias = "redis.Redis | RedisCluster"
 
 #: Errors after which the connection is gone and the next call makes a new one.
+#: How redis-py words a connection that could not be made.
+_CONNECT_FAILED = re.compile(r"connecting to (?P<where>\S+?)\.?(?:\s|$)(?P<reason>.*)", re.DOTALL)
+
 _LOST = (RedisConnectionError, RedisTimeoutError, socket.timeout, OSError)
 
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
@@ -271,7 +275,16 @@ class Link:
     # -- errors --------------------------------------------------------------
 
     def _say(self, what: str, error: BaseException) -> str:
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        refused = _CONNECT_FAILED.search(str(error))
+        if refused is not None:
+            # redis-py's "Error 111 connecting to h:p. Connection refused.":
+            # say it the way a person would, as the other transports do.
+            reason = refused.group("reason").rstrip(".").lower() or "no answer"
+            text = f"cannot connect to Redis at {refused.group('where')}: {reason}"
+        elif str(error):
+            text = f"{type(error).__name__}: {error}"
+        else:
+            text = type(error).__name__
         return self.dsn.mask(f"transport {self.name!r}: {what}: {text}")
 
     @contextmanager
