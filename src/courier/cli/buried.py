@@ -79,14 +79,12 @@ class Buried:
 
     @property
     def headers(self) -> dict[str, str]:
-        """The message's headers, or those of the bytes if courier could read any."""
-        envelope = self.message.envelope
-        if envelope is not None:
-            return dict(envelope.headers)
+        """The headers the bytes carry (courier's own too), else the message's own."""
         try:
             return unpack(self.message.body)[1]
-        except MessageDecodingFailed:  # foreign bytes: no headers to show
-            return {}
+        except MessageDecodingFailed:  # another format, or foreign bytes
+            envelope = self.message.envelope
+            return {} if envelope is None else dict(envelope.headers)
 
     @property
     def attempts(self) -> int | None:

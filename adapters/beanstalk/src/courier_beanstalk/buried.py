@@ -49,11 +49,9 @@ __all__ = [
 
 PROBE_TUBE = "courier-probe"
 
-#: What a buried job says about itself: beanstalkd keeps no reason.
-REASON = (
-    "buried by beanstalkd: the dead-letter write failed, no failure transport was set, "
-    "or another program buried it"
-)
+#: What a buried job says about itself: beanstalkd keeps no reason (another
+#: program sharing the tube may have buried it too: the docs say so).
+REASON = "buried by beanstalkd (the dead-letter write failed, or no failure transport)"
 
 #: A job id as an operator types it: beanstalkd's ids are unsigned 64-bit numbers.
 _JOB_ID = re.compile(r"[1-9][0-9]{0,19}")
