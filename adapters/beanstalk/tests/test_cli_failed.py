@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -230,3 +231,26 @@ def test_retry_kicks_the_job_named_and_no_other(janitor: Any, tmp_path: Path) ->
     nothing = project.courier("failed", "retry", "--all", "--force")
     assert nothing.stdout == "no failed messages match\n"
     assert states() == ["ready", "ready", "delayed"]
+
+
+def test_list_says_which_broker_it_could_not_ask(tmp_path: Path) -> None:
+    """The failure store is still listed; the missing part is on stderr, with exit 5."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    dsn = f"beanstalk://127.0.0.1:{port}?queue=jobs&connect_timeout=1"
+    (tmp_path / "courier.toml").write_text(f'[transports]\njobs = "{dsn}"\n')
+    (tmp_path / "courier.db").touch()
+    result = subprocess.run(
+        [sys.executable, "-c", "from courier.cli import main; main()", "failed", "list", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, json.loads(result.stdout)) == (5, [])
+    assert result.stderr.startswith(
+        f"warning: could not list the buried messages of 'jobs': cannot connect to beanstalkd "
+        f"at 127.0.0.1:{port}"
+    )

@@ -238,6 +238,14 @@ def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool, wide: bo
         say(cli.console, summary)
     if not as_json:
         print_notes(cli.console, stores, items, buried, filters)
+    for name, error in buried.unreachable:
+        # On stderr, and exit 5: a script reading --json must not take a part for the whole.
+        click.echo(
+            f"warning: could not list the buried messages of {name!r}: {escape(error, limit=300)}",
+            err=True,
+        )
+    if buried.unreachable:
+        raise SystemExit(exit_codes.TRANSPORT)
 
 
 def print_rows(console: Console, shown: Sequence[Stored | Buried], short: dict[str, str]) -> None:
@@ -264,7 +272,7 @@ def print_notes(
     buried: Loaded,
     filters: Filters,
 ) -> None:
-    """What the listing could not show: undecodable records, unlisted or unreachable burials."""
+    """What the listing could not show: undecodable records, burials past the limit."""
     hidden = 0 if filters.active else undecodable(stores, items)
     if hidden:
         say(
@@ -278,12 +286,6 @@ def print_notes(
             console,
             f"note: {plural(buried.unlisted, 'more buried message')} not listed "
             "(--limit 0 for all)",
-            style="yellow",
-        )
-    for name, error in buried.unreachable:
-        say(
-            console,
-            f"warning: could not list the buried messages of {name!r}: {escape(error, limit=300)}",
             style="yellow",
         )
 
