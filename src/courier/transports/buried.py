@@ -40,7 +40,8 @@ class BuriedMessage:
     error: str | None
     #: Why it is there, as far as the broker can tell (it keeps no reason).
     reason: str
-    #: When it was sent (Unix time): brokers do not record when it was buried.
+    #: When it was sent (Unix time; beanstalkd knows it to the second). Brokers do
+    #: not record when a message was buried.
     sent_at: float
     #: How often the broker handed it out, where it counts.
     deliveries: int | None = None
