@@ -25,6 +25,7 @@ from courier.errors import (
 )
 from courier.serializer import pack
 from courier.testing.contract import ContractEvent, ContractMessage
+from courier.transports.buried import HoldsBuried
 from courier_beanstalk import BeanstalkTransport
 
 pytestmark = pytest.mark.beanstalk
@@ -318,6 +319,48 @@ def test_kick_job_never_wakes_a_delayed_job(janitor: Any) -> None:
     assert janitor.job(job_id(delayed))["state"] == "delayed"
     assert transport.kick_job(10**12) is False
     assert transport.find_buried(job_id(delayed)) is None
+
+
+def test_the_holds_buried_capability_keys_buried_jobs_by_id(janitor: Any) -> None:
+    """What ``courier failed`` uses: text keys, a queue check, nothing for a non-id."""
+    transport = janitor.transport()
+    assert isinstance(transport, HoldsBuried)
+    transport.send(envelope(1))
+    delayed = transport.send(envelope(2, delay=60))
+    [got] = receive(transport)
+    transport.reject(got, "buried for the test")
+    key = str(got.handle)
+
+    listing = transport.buried_messages(limit=10)
+    assert (listing.queue, listing.total, listing.complete) == (transport.queue, 1, True)
+    [message] = listing.messages
+    assert (message.key, message.queue, message.deliveries) == (key, transport.queue, 1)
+    assert message.envelope is not None
+    assert message.envelope.message.n == 1  # type: ignore[attr-defined]
+    assert message.reason.startswith("buried by beanstalkd")
+    assert abs(message.sent_at - time.time()) < 5
+    found = transport.buried_message(key)
+    assert found is not None
+    assert (found.key, found.body, found.envelope) == (key, message.body, message.envelope)
+
+    other = janitor.name("other")
+    assert transport.buried_message(key, other) is None
+    assert transport.kick_buried(key, other) is False
+    assert transport.delete_buried(key, other) is False
+    for junk in ("", "0", "-1", "01", "abc", "1:2", str(2**64)):
+        assert transport.buried_message(junk) is None
+        assert transport.kick_buried(junk) is False
+        assert transport.delete_buried(junk) is False
+    assert transport.kick_buried(str(job_id(delayed))) is False
+    assert janitor.job(job_id(delayed))["state"] == "delayed"
+
+    assert transport.kick_buried(key, transport.queue) is True
+    assert janitor.job(got.handle)["state"] == "ready"
+    [again] = receive(transport)
+    transport.reject(again, "buried again")
+    assert transport.delete_buried(key) is True
+    assert janitor.job(got.handle) is None
+    assert transport.buried_messages().messages == []
 
 
 def test_a_short_scan_says_the_listing_is_incomplete(janitor: Any) -> None:

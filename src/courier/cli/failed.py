@@ -12,6 +12,11 @@ is decoded again first: once its cause is fixed (its type registered, its
 schema relaxed) it goes back as the message it was; otherwise it stays, with
 the new reason, and the exit code is :data:`~courier.cli.exit_codes.NOT_RETRIED`.
 
+Messages a broker buried itself (beanstalkd's buried jobs: the backstop when
+the failure-store write failed, or when there is no failure transport) are
+listed with them, as ``buried:<transport>:<key>``; ``retry`` puts one back in
+its own queue unchanged and ``remove`` deletes it (:mod:`courier.cli.buried`).
+
 This module is the commands: options, confirmation, printing. What a store
 holds and how a message leaves it is :mod:`courier.cli.failure_store`.
 """
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from courier.cli import exit_codes
+from courier.cli.buried import PREFIX, Buried, delete, holders, kick, load_buried, resolve_buried
 from courier.cli.context import CliContext, fail
 from courier.cli.failure_store import (
     Filters,
@@ -58,7 +64,9 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from courier.cli.failure_store import Stored
+    from courier.bus import Bus
+    from courier.cli.buried import Holder, Loaded
+    from courier.cli.failure_store import Store, Stored
 
 __all__ = ["command"]
 
@@ -108,9 +116,38 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
+def opened(bus: Bus) -> tuple[list[Store], list[Holder]]:
+    """The failure stores and the transports with buried messages; one of them at least."""
+    found = holders(bus)
+    return open_stores(bus, required=not found), found
+
+
+def named(
+    items: Sequence[Stored], found: Sequence[Holder], ids: Sequence[str]
+) -> tuple[list[Stored], list[Buried]]:
+    """What ``ids`` name: ``buried:`` ids among the buried messages, the rest in the stores."""
+    buried, unknown = resolve_buried(found, [wanted for wanted in ids if wanted.startswith(PREFIX)])
+    stored = resolve(items, [wanted for wanted in ids if not wanted.startswith(PREFIX)] + unknown)
+    clash = {item.id for item in buried} & {item.id for item in stored}
+    if clash:
+        raise fail(
+            f"id {sorted(clash)[0][:80]!r} names both a stored and a buried message; "
+            "remove one with the broker's own tools",
+            exit_codes.USAGE,
+        )
+    return stored, buried
+
+
 def select(
-    cli: CliContext, ids: Sequence[str], all_: bool, filters: Filters, verb: str, force: bool
-) -> list[Stored]:
+    cli: CliContext,
+    ids: Sequence[str],
+    all_: bool,
+    filters: Filters,
+    verb: str,
+    force: bool,
+    *,
+    with_buried: bool = True,
+) -> tuple[list[Stored], list[Buried]]:
     """What ``retry`` or ``remove`` applies to: the ids named, or ``--all`` once confirmed."""
     if bool(ids) == all_:
         raise fail(
@@ -124,24 +161,28 @@ def select(
             "--type, --error, --older-than and --newer-than narrow --all, not a list of ids",
             exit_codes.USAGE,
         )
-    items = load(open_stores(cli.bus(read_only=True)))
+    stores, found = opened(cli.bus(read_only=True))
+    items = load(stores)
     if ids:
-        return resolve(items, ids)
+        return named(items, found, ids)
     now = time.time()
     selected = [item for item in items if filters.matches(item, now)]
-    if selected and not force:
-        count = plural(len(selected), "message")
+    buried = load_buried(found, limit=0, tolerant=False).items if with_buried else []
+    buried = [item for item in buried if filters.matches(item, now)]
+    count = len(selected) + len(buried)
+    if count and not force:
+        what = plural(count, "message")
         if not interactive():
             raise fail(
-                f"refusing to {verb} {count} without confirmation: standard input is not "
+                f"refusing to {verb} {what} without confirmation: standard input is not "
                 "a terminal; pass --force",
                 exit_codes.USAGE,
             )
-        if not click.confirm(f"{verb.capitalize()} {count}?", default=False, err=True):
+        if not click.confirm(f"{verb.capitalize()} {what}?", default=False, err=True):
             raise fail(f"nothing was done ({verb} not confirmed)", exit_codes.USAGE)
-    if not selected:
+    if not count:
         say(cli.console, "no failed messages match")
-    return selected
+    return selected, buried
 
 
 @click.group("failed")
@@ -164,49 +205,87 @@ def command() -> None:
 )
 @click.pass_obj
 def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool, wide: bool) -> None:
-    """List failed and invalid messages: id, type, transport, attempts, error, failed at.
+    """List failed, invalid and buried messages: id, type, transport, attempts, error, failed at.
 
     Ids are shortened to a prefix no other message shares (8 characters or
-    more); every command takes such a prefix in place of a whole id.
+    more); every command takes such a prefix in place of a whole id. A
+    buried message's id (``buried:<transport>:<key>``) is always whole.
     """
-    stores = open_stores(cli.bus(read_only=True))
+    stores, found = opened(cli.bus(read_only=True))
     items = load(stores)
+    buried = load_buried(found, limit=limit, tolerant=True)
     now = time.time()
-    matching = [item for item in items if filters.matches(item, now)]
+    both: list[Stored | Buried] = [*items, *buried.items]
+    everything = sorted(both, key=lambda item: item.failed_at)
+    matching = [item for item in everything if filters.matches(item, now)]
     shown = matching[:limit] if limit else matching
     if as_json:
         click.echo(json.dumps([item.row() for item in shown], indent=2))
-        return
-    if not matching:
+    elif not matching:
         say(cli.console, "no failed messages" + (" match" if filters.active else ""))
     else:
-        columns = ("id", "store", "type", "transport", "attempts", "error", "failed at")
-        rows = table(*columns, right=["attempts"])
-        shortened = {} if wide else short_ids([item.id for item in items])
-        for item in shown:
-            error = item.error
-            rows.add_row(
-                cell(shortened.get(item.id, item.id)),
-                cell(item.store.name),
-                cell(item.type, limit=60),
-                cell(item.origin[0]),
-                cell(item.envelope.attempt),
-                cell(f"{error.short_class}: {error.message}", limit=100),
-                cell(timestamp(item.failed_at)),
-            )
-        print_table(cli.console, rows)
+        print_rows(cli.console, shown, {} if wide else short_ids([item.id for item in items]))
         summary = plural(len(matching), "message")
-        invalid = sum(1 for item in matching if item.invalid is not None)
-        summary += f" ({invalid} could not be decoded)" if invalid else ""
+        invalid = sum(
+            1 for item in matching if not isinstance(item, Buried) and item.invalid is not None
+        )
+        held = sum(1 for item in matching if isinstance(item, Buried))
+        notes = [f"{invalid} could not be decoded"] if invalid else []
+        notes += [f"{held} buried on the broker"] if held else []
+        summary += f" ({', '.join(notes)})" if notes else ""
         if len(shown) < len(matching):
             summary += f"; showing the oldest {len(shown)}, --limit 0 for all"
         say(cli.console, summary)
+    if not as_json:
+        print_notes(cli.console, stores, items, buried, filters)
+    for name, error in buried.unreachable:
+        # On stderr, and exit 5: a script reading --json must not take a part for the whole.
+        click.echo(
+            f"warning: could not list the buried messages of {name!r}: {escape(error, limit=300)}",
+            err=True,
+        )
+    if buried.unreachable:
+        raise SystemExit(exit_codes.TRANSPORT)
+
+
+def print_rows(console: Console, shown: Sequence[Stored | Buried], short: dict[str, str]) -> None:
+    columns = ("id", "store", "type", "transport", "attempts", "error", "failed at")
+    rows = table(*columns, right=["attempts"])
+    for item in shown:
+        error = item.error
+        rows.add_row(
+            cell(short.get(item.id, item.id)),
+            cell("buried" if isinstance(item, Buried) else item.store.name),
+            cell(item.type, limit=60),
+            cell(item.origin[0]),
+            cell(item.attempts if isinstance(item, Buried) else item.envelope.attempt),
+            cell(f"{error.short_class}: {error.message}", limit=100),
+            cell(timestamp(item.failed_at)),
+        )
+    print_table(console, rows)
+
+
+def print_notes(
+    console: Console,
+    stores: Sequence[Store],
+    items: Sequence[Stored],
+    buried: Loaded,
+    filters: Filters,
+) -> None:
+    """What the listing could not show: undecodable records, burials past the limit."""
     hidden = 0 if filters.active else undecodable(stores, items)
     if hidden:
         say(
-            cli.console,
+            console,
             f"note: {plural(hidden, 'more stored message')} could not be decoded by this "
             'process; set app = "module:bus" so courier knows their types',
+            style="yellow",
+        )
+    if buried.unlisted:
+        say(
+            console,
+            f"note: {plural(buried.unlisted, 'more buried message')} not listed "
+            "(--limit 0 for all)",
             style="yellow",
         )
 
@@ -230,10 +309,16 @@ def list_(cli: CliContext, filters: Filters, limit: int, as_json: bool, wide: bo
 @click.pass_obj
 def show(cli: CliContext, ids: tuple[str, ...], traceback_lines: int, max_bytes: int) -> None:
     """Show messages in full: error details, traceback and payload."""
-    for index, item in enumerate(resolve(load(open_stores(cli.bus(read_only=True))), ids)):
+    stores, found = opened(cli.bus(read_only=True))
+    stored, buried = named(load(stores), found, ids)
+    chosen: list[Stored | Buried] = [*stored, *buried]
+    for index, item in enumerate(chosen):
         if index:
             say(cli.console, "")
-        show_one(cli.console, item, traceback_lines, max_bytes)
+        if isinstance(item, Buried):
+            show_buried(cli.console, item, max_bytes)
+        else:
+            show_one(cli.console, item, traceback_lines, max_bytes)
 
 
 def show_one(console: Console, item: Stored, traceback_lines: int, max_bytes: int) -> None:
@@ -274,6 +359,39 @@ def show_one(console: Console, item: Stored, traceback_lines: int, max_bytes: in
     say(console, text)
 
 
+def show_buried(console: Console, item: Buried, max_bytes: int) -> None:
+    message = item.message
+    fields: list[tuple[str, object]] = [
+        ("id", item.id),
+        ("store", "buried (on the broker, not in the failure store)"),
+        ("type", item.type),
+        ("transport", item.holder.name),
+        ("queue", message.queue),
+        ("attempts", item.attempts),
+        ("deliveries", message.deliveries),
+        ("sent at", f"{timestamp(message.sent_at)} ({ago(message.sent_at)})"),
+        ("message id", message.envelope.id if message.envelope is not None else None),
+        ("error", item.error.error_class),
+    ]
+    for name, value in fields:
+        if value is not None:
+            say(console, f"{name:<15}{escape(str(value), limit=500)}")
+    headers = item.headers
+    if headers:
+        say(console, "headers:", style="bold")
+        for key, value in sorted(headers.items()):
+            say(console, f"  {escape(key, limit=100)}: {escape(value, limit=500)}")
+    print_block(console, "message:", item.error.message, indent="  ")
+    envelope = message.envelope
+    if envelope is not None:
+        body = type(envelope.message).__pydantic_serializer__.to_json(envelope.message)
+    else:
+        body = message.body
+    kind, text = payload_preview(body, max_bytes)
+    say(console, f"payload ({kind}):", style="bold")
+    say(console, text)
+
+
 @command.command("retry")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every message (narrowed by the filters).")
@@ -292,12 +410,21 @@ def retry(
     """Send messages back where they failed: same id, attempts reset, then drop them here.
 
     Invalid messages are decoded again; those that still cannot be decoded
-    stay in the store with the new reason (exit 6).
+    stay in the store with the new reason (exit 6). A buried message is put
+    back in its own queue as it is (on beanstalkd ``kick-job``, which wakes
+    no other job); ``--to`` does not apply to it, and ``--all --to`` leaves
+    buried messages where they are.
     """
     bus = cli.bus()
     if to is not None:
         check_target(bus, to)
-    selected = select(cli, ids, all_, filters, "retry", force)
+    selected, buried = select(cli, ids, all_, filters, "retry", force, with_buried=to is None)
+    if buried and to is not None:
+        raise fail(
+            f"{buried[0].id} is buried: it can only go back to its own queue; retry it "
+            "without --to",
+            exit_codes.USAGE,
+        )
     for item in selected:
         target = to or item.origin[0]
         if target is None:
@@ -311,10 +438,11 @@ def retry(
                 f"(configured: {', '.join(sorted(bus.transports))}); pass --to TRANSPORT",
                 exit_codes.NOT_FOUND,
             )
-    if not selected:
+    if not selected and not buried:
         return
+    kicked = sum(1 for item in buried if kick_one(item, cli.console))
     still_invalid = sum(1 for item in selected if not retry_one(bus, item, to, cli.console))
-    summary = f"retried {plural(len(selected) - still_invalid, 'message')}"
+    summary = f"retried {plural(len(selected) - still_invalid + kicked, 'message')}"
     if still_invalid:
         summary += f"; {still_invalid} still cannot be decoded and stayed in the store"
         if cli.settings()[0].app is None:
@@ -322,6 +450,15 @@ def retry(
     say(cli.console, summary)
     if still_invalid:
         raise SystemExit(exit_codes.NOT_RETRIED)
+
+
+def kick_one(item: Buried, console: Console) -> bool:
+    where = f"{item.holder.name} ({item.message.queue})"
+    if kick(item):
+        say(console, f"kicked {item.id} ({escape(item.type, limit=80)}) back to {escape(where)}")
+        return True
+    say(console, f"no longer buried: {item.id}", style="dim")
+    return False
 
 
 @command.command("remove")
@@ -333,15 +470,20 @@ def retry(
 def remove(
     cli: CliContext, ids: tuple[str, ...], all_: bool, filters: Filters, force: bool
 ) -> None:
-    """Delete messages from the store for good."""
+    """Delete messages from the store, or buried ones from the broker, for good."""
     removed = 0
-    selected = select(cli, ids, all_, filters, "remove", force)
-    for item in selected:
-        if item.store.listing.remove(item.id):
+    selected, buried = select(cli, ids, all_, filters, "remove", force)
+    chosen: list[Stored | Buried] = [*selected, *buried]
+    for item in chosen:
+        if isinstance(item, Buried):
+            gone, where = delete(item), f"{item.holder.name} ({item.message.queue})"
+        else:
+            gone, where = item.store.listing.remove(item.id), item.store.name
+        if gone:
             removed += 1
             type_name = escape(item.type, limit=80)
-            say(cli.console, f"removed {item.id} ({type_name}) from {item.store.name}")
+            say(cli.console, f"removed {item.id} ({type_name}) from {escape(where)}")
         else:
             say(cli.console, f"already gone: {item.id}", style="dim")
-    if selected:
+    if selected or buried:
         say(cli.console, f"removed {plural(removed, 'message')}")

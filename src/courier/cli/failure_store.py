@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from courier.bus import Bus
+    from courier.cli.buried import Buried
     from courier.envelope import Envelope
 
 __all__ = [
@@ -140,7 +141,7 @@ class Filters:
         ages = (self.older_than, self.newer_than)
         return bool(self.types or self.errors) or ages != (None, None)
 
-    def matches(self, item: Stored, now: float) -> bool:
+    def matches(self, item: Stored | Buried, now: float) -> bool:
         error, age = item.error, now - item.failed_at
         return (
             (not self.types or item.type in self.types)
@@ -150,11 +151,15 @@ class Filters:
         )
 
 
-def open_stores(bus: Bus) -> list[Store]:
-    """The failure and invalid-message transports (one store if they are one)."""
+def open_stores(bus: Bus, *, required: bool = True) -> list[Store]:
+    """The failure and invalid-message transports (one store if they are one).
+
+    Not ``required`` where a transport keeps buried messages of its own:
+    without a failure transport, those are where failures went.
+    """
     roles = {name: "invalid-message transport" for name in [bus.invalid_transport] if name}
     roles.update({name: "failure transport" for name in [bus.failure_transport] if name})
-    if not roles:
+    if not roles and required:
         raise fail("no failure transport is configured; set failure_transport", exit_codes.USAGE)
     stores = []
     for name in sorted(roles, key=lambda name: name != bus.failure_transport):

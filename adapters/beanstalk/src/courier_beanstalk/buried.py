@@ -22,17 +22,39 @@ A job is put back with ``kick-job`` after checking it is buried: never
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from courier.envelope import Envelope
+from courier.transports.buried import BuriedListing, BuriedMessage
 from courier_beanstalk.connection import Connection
 from courier_beanstalk.options import MAX_DELAY
 
-__all__ = ["PROBE_TUBE", "BuriedJob", "BuriedJobs", "find", "kick", "listing", "remove"]
+__all__ = [
+    "PROBE_TUBE",
+    "REASON",
+    "BuriedJob",
+    "BuriedJobs",
+    "find",
+    "generic",
+    "generic_listing",
+    "job_id",
+    "kick",
+    "listing",
+    "remove",
+]
 
 PROBE_TUBE = "courier-probe"
+
+#: What a buried job says about itself: beanstalkd keeps no reason (another
+#: program sharing the tube may have buried it too: the docs say so).
+REASON = "buried by beanstalkd (the dead-letter write failed, or no failure transport)"
+
+#: A job id as an operator types it: beanstalkd's ids are unsigned 64-bit numbers.
+_JOB_ID = re.compile(r"[1-9][0-9]{0,19}")
 
 #: Decodes a buried job's bytes: (envelope, None) or (None, why not).
 Decode = Callable[[bytes, str, int], tuple[Envelope | None, str | None]]
@@ -166,3 +188,33 @@ def remove(connection: Connection, job_id: int, tube: str | None = None) -> bool
     if stats is None or stats["state"] != "buried" or (tube and stats["tube"] != tube):
         return False
     return connection.delete_any(job_id)
+
+
+def job_id(key: str) -> int | None:
+    """The job id ``key`` names, or None for anything that is not one (no round trip)."""
+    if not _JOB_ID.fullmatch(key):
+        return None
+    number = int(key)
+    return number if number < 2**64 else None
+
+
+def generic(job: BuriedJob, now: float | None = None) -> BuriedMessage:
+    """``job`` as :class:`courier.transports.buried.BuriedMessage`, keyed by its job id."""
+    now = time.time() if now is None else now
+    return BuriedMessage(
+        key=str(job.job_id),
+        queue=job.queue,
+        body=job.body,
+        envelope=job.envelope,
+        error=job.error,
+        reason=REASON,
+        sent_at=now - job.age,
+        deliveries=job.reserves,
+    )
+
+
+def generic_listing(jobs: BuriedJobs) -> BuriedListing:
+    now = time.time()
+    return BuriedListing(
+        jobs.queue, [generic(job, now) for job in jobs.jobs], jobs.total, jobs.complete
+    )

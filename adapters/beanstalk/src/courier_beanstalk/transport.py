@@ -44,6 +44,7 @@ from courier.transports.base import (
     Unacked,
     subscription_queue,
 )
+from courier.transports.buried import BuriedListing, BuriedMessage
 from courier.transports.dsn import Dsn
 from courier_beanstalk import buried as burial
 from courier_beanstalk import subscriptions as registry
@@ -440,6 +441,26 @@ class BeanstalkTransport(Transport):
     def remove_buried(self, job_id: int, queue: str | None = None) -> bool:
         """Delete buried job ``job_id``; False if there is no such buried job."""
         return burial.remove(self._live(), job_id, queue)
+
+    # -- courier.transports.buried.HoldsBuried: keys are job ids -------------
+
+    def buried_messages(self, queue: str | None = None, *, limit: int = 100) -> BuriedListing:
+        """:meth:`buried`, as ``courier failed`` lists every broker's buried messages."""
+        return burial.generic_listing(self.buried(queue, limit=limit))
+
+    def buried_message(self, key: str, queue: str | None = None) -> BuriedMessage | None:
+        job_id = burial.job_id(key)
+        job = None if job_id is None else self.find_buried(job_id, queue)
+        return None if job is None else burial.generic(job)
+
+    def kick_buried(self, key: str, queue: str | None = None) -> bool:
+        """:meth:`kick_job`: ``kick-job`` on that job alone, never ``kick``."""
+        job_id = burial.job_id(key)
+        return job_id is not None and self.kick_job(job_id, queue)
+
+    def delete_buried(self, key: str, queue: str | None = None) -> bool:
+        job_id = burial.job_id(key)
+        return job_id is not None and self.remove_buried(job_id, queue)
 
     def _decode_buried(
         self, body: bytes, tube: str, job_id: int
