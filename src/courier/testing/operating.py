@@ -1,0 +1,187 @@
+"""Real-process scenarios of operating workers, run on any transport and status store.
+
+Each function takes a :class:`~courier.testing.scenarios.Project` whose
+configuration names its status store (SQLite by default, or ``status_store
+= "redis://..."``), starts ``courier consume`` processes with a short
+heartbeat, and checks what ``courier workers``, ``stop-workers``,
+``pause``/``resume`` and ``health`` do to them and say about them. The
+SQLite suite (tests/e2e) and the Redis adapter's suite call the same
+functions, so the stores are held to one behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from courier.testing.scenarios import Project, courier_command
+
+__all__ = [
+    "HEARTBEAT",
+    "health_turns_unhealthy_when_failures_pile_up",
+    "pause_keeps_messages_waiting_until_resume",
+    "start_worker",
+    "stop_workers_stops_every_worker_after_its_message",
+    "workers_lists_a_worker_then_shows_it_dead",
+    "workers_flags_a_stalled_worker_and_health_fails",
+]
+
+#: Seconds between beats in these scenarios: dead is three of them.
+HEARTBEAT = "0.2"
+
+
+def start_worker(project: Project, *args: str) -> subprocess.Popen[str]:
+    """``courier consume jobs`` with a short heartbeat, its output kept in a pipe."""
+    return subprocess.Popen(  # noqa: S603 - our own courier command
+        [*courier_command(), "consume", "jobs", "--no-progress", "--heartbeat", HEARTBEAT, *args],
+        cwd=project.root,
+        env=project.environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(done: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def workers(project: Project, *args: str) -> list[dict[str, Any]]:
+    """``courier workers --json`` rows."""
+    result = project.courier("workers", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def _ended(process: subprocess.Popen[str], timeout: float = 10.0) -> tuple[int, str]:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"the worker did not stop:\n{output}") from None
+    return process.returncode, output
+
+
+def _kill(*processes: subprocess.Popen[str]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def workers_lists_a_worker_then_shows_it_dead(project: Project) -> None:
+    worker = start_worker(project, "--id", "box.1")
+    try:
+        wait_for(lambda: [r["verdict"] for r in workers(project)] == ["alive"], "a live row")
+        (row,) = workers(project)
+        assert (row["worker_id"], row["pid"], row["state"]) == ("box.1", worker.pid, "idle")
+        assert row["queues"] == {"jobs": ["jobs"]}
+        table = project.courier("workers")
+        assert "box.1" in table.stdout and "idle" in table.stdout, table.stdout
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        wait_for(lambda: [r["verdict"] for r in workers(project)] == ["dead"], "a dead row")
+        assert "dead (idle)" in project.courier("workers").stdout
+    finally:
+        _kill(worker)
+
+
+def workers_flags_a_stalled_worker_and_health_fails(project: Project) -> None:
+    """A handler stuck in a long sleep while more jobs are ready: stalled, unhealthy."""
+    worker = start_worker(project, "--prefetch", "1")
+    try:
+        wait_for(lambda: bool(workers(project)), "the worker's first beat")
+        healthy = project.courier("health", "--stalled-after", "1")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert healthy.stdout.startswith("healthy: 1 live worker, 0 messages ready")
+        project.dispatch([0], sleep=60)
+        wait_for(lambda: project.started() == {0: 1}, "the stuck handler")
+        project.dispatch([1, 2, 3])
+        wait_for(
+            lambda: [r["verdict"] for r in workers(project, "--stalled-after", "1")] == ["stalled"],
+            "the stalled verdict",
+        )
+        (row,) = workers(project, "--stalled-after", "1")
+        assert row["state"] == "handling scenario.job"
+        unhealthy = project.courier("health", "--stalled-after", "1")
+        assert unhealthy.returncode == 8, unhealthy.stdout + unhealthy.stderr
+        assert unhealthy.stdout.startswith("unhealthy: no worker made progress in 1s"), (
+            unhealthy.stdout
+        )
+        assert "jobs/jobs (3 ready)" in unhealthy.stdout
+        assert "STALLED handling scenario.job" in project.courier(
+            "workers", "--stalled-after", "1"
+        ).stdout.replace("\n", " ")
+    finally:
+        _kill(worker)
+
+
+def stop_workers_stops_every_worker_after_its_message(project: Project, count: int = 3) -> None:
+    """Each worker is in a 1.5 s handler when the order comes: it finishes it, exits 0."""
+    running = [start_worker(project, "--prefetch", "1") for _ in range(count)]
+    try:
+        wait_for(lambda: len(workers(project)) == count, "every worker's first beat")
+        project.dispatch(range(count * 4), sleep=1.5)
+        wait_for(lambda: len(project.started()) >= count, "every worker in a handler")
+        ordered = time.monotonic()
+        stop = project.courier("stop-workers")
+        assert stop.returncode == 0, stop.stderr
+        assert f"asked {count} running workers to stop" in stop.stdout
+        results = [_ended(process) for process in running]
+        took = time.monotonic() - ordered
+        assert [code for code, _ in results] == [0] * count, results
+        assert all("stopped: stop_requested" in output for _, output in results), results
+        assert took < 1.5 + 1.0 + 2.0, f"took {took:.1f}s"
+        started, handled = project.started(), project.handled()
+        assert started == handled, "a message in hand was not finished"
+        assert len(handled) < count * 4
+        assert {row["state"] for row in workers(project)} == {"stopped"}
+    finally:
+        _kill(*running)
+
+
+def pause_keeps_messages_waiting_until_resume(project: Project) -> None:
+    worker = start_worker(project)
+    try:
+        wait_for(lambda: bool(workers(project)), "the worker's first beat")
+        paused = project.courier("pause", "jobs")
+        assert paused.returncode == 0, paused.stderr
+        wait_for(lambda: workers(project)[0]["state"] == "paused", "the paused state")
+        project.dispatch(range(5))
+        time.sleep(1.0)
+        assert project.handled() == {}
+        stats = json.loads(project.courier("stats", "--json", "jobs").stdout)
+        assert [row["ready"] for row in stats if row["queue"] == "jobs"] == [5]
+        unknown = project.courier("pause", "nope")
+        assert unknown.returncode == 4, unknown.stderr
+        assert "unknown transport 'nope'" in unknown.stderr
+        resumed = project.courier("resume", "jobs")
+        assert resumed.returncode == 0, resumed.stderr
+        wait_for(lambda: len(project.handled()) == 5, "the jobs handled after resume")
+        assert worker.poll() is None
+    finally:
+        _kill(worker)
+
+
+def health_turns_unhealthy_when_failures_pile_up(project: Project) -> None:
+    """``--max-failed``: healthy below the threshold, 8 above it (needs max_retries = 0)."""
+    project.dispatch(range(3), fail={0, 1})
+    done = project.courier("consume", "jobs", "--stop-when-empty", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    fine = project.courier("health", "--max-failed", "2", "--since", "10m")
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    bad = project.courier("health", "--max-failed", "1", "--since", "10m")
+    assert bad.returncode == 8, bad.stdout + bad.stderr
+    assert bad.stdout.strip() == "unhealthy: 2 messages failed since 10m (more than 1)"
+    later = project.courier("health", "--max-failed", "1", "--since", "2999-01-01T00:00:00")
+    assert later.returncode == 0, later.stdout + later.stderr
