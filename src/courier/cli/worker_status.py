@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import click
+
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, fail
 from courier.errors import TransportError
@@ -27,7 +29,16 @@ if TYPE_CHECKING:
     from courier.status.base import StatusStore
     from courier.status.workers import WorkerStatus
 
-__all__ = ["Judged", "ReadyCounts", "judge", "open_board", "ready_counts", "rows"]
+__all__ = [
+    "STALLED_AFTER",
+    "Judged",
+    "ReadyCounts",
+    "consumed",
+    "judge",
+    "open_board",
+    "ready_counts",
+    "rows",
+]
 
 logger = logging.getLogger("courier.cli")
 
@@ -46,6 +57,8 @@ def open_board(cli: CliContext, *, read_only: bool) -> tuple[Bus, StatusStore]:
         )
     if read_only and isinstance(store, SqliteStatusStore):
         store.require_existing(True)
+        # A bus that outlives the command (a framework's) may create the file again.
+        click.get_current_context().call_on_close(lambda: store.require_existing(False))
     return bus, store
 
 
