@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Seconds between beats in these scenarios: dead is three of them.
-HEARTBEAT = "0.2"
+HEARTBEAT = "0.5"
 
 
 def start_worker(project: Project, *args: str) -> subprocess.Popen[str]:
