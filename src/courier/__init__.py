@@ -35,6 +35,7 @@ from courier.errors import (
 )
 from courier.handlers import handler
 from courier.handling import current_envelope
+from courier.heartbeat import Heartbeat
 from courier.message import Event, Message
 from courier.middleware import AckPolicy, Middleware, Next, RetryPolicy, RetryStrategy
 from courier.routing import Route
@@ -57,6 +58,7 @@ __all__ = [
     "ErrorDetails",
     "Event",
     "HandlerFailed",
+    "Heartbeat",
     "InvalidMessage",
     "Listable",
     "Message",

@@ -203,7 +203,7 @@ class Bus:
         return self._status_store
 
     def use_status_store(self, store: StatusStore | str) -> None:
-        """Keep worker deaths (and, later, heartbeats) in ``store`` (a DSN or a store)."""
+        """Keep worker deaths and heartbeats in ``store`` (a DSN or a store)."""
         if isinstance(store, str):
             check_status_dsn(store)
         self._status_store = store

@@ -147,8 +147,9 @@ class CourierSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     #: The SQLite file for the defaults above.
     database: str = DEFAULT_DATABASE
-    #: Where workers count the deaths of handlers (and keep their status):
-    #: ``sqlite:///path.db`` or ``memory://``; default: the ``database`` file.
+    #: Where workers count the deaths of handlers and keep their status:
+    #: ``sqlite:///path.db``, ``redis://...`` (courier-bus-redis) or ``memory://``;
+    #: default: the ``database`` file.
     status_store: str | None = None
     #: What the worker does with a message that failed for good (see AckPolicy).
     ack_policy: AckPolicy = AckPolicy.REJECT_ON_ERROR

@@ -42,6 +42,8 @@ class StopReason(enum.Enum):
     REQUESTED = "requested"
     #: A second stop signal: stopped at once, the message in hand given back.
     INTERRUPTED = "interrupted"
+    #: ``courier stop-workers``: the status store's stop order (after the message in hand).
+    STOP_REQUESTED = "stop_requested"
 
 
 @dataclass(frozen=True, slots=True)

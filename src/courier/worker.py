@@ -116,6 +116,8 @@ class Worker:
         self.retried = 0
         self.stop_reason: StopReason | None = None
         self._wake = threading.Event()
+        #: Transport names not to receive from (``courier pause``); replaced whole, never mutated.
+        self._paused: frozenset[str] = frozenset()
         intervals = [
             interval
             for source in self._sources
@@ -152,6 +154,22 @@ class Worker:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._wake.set()
+
+    def pause_transports(self, names: frozenset[str] | set[str]) -> None:
+        """Receive from none of ``names`` (and again from the others); safe from any thread.
+
+        Messages already received are handled as usual; a paused transport
+        keeps its connection, it is only not asked for more.
+        """
+        paused = frozenset(names)
+        if paused != self._paused:
+            self._paused = paused
+            self._wake.set()
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """The consumed transports not received from now."""
+        return self._paused & {source.transport.name for source in self._sources}
 
     def run(self) -> StopReason:
         """Consume until a limit, a signal or :meth:`stop`; return why it stopped."""
@@ -214,10 +232,17 @@ class Worker:
         """
         wanted = self._wanted()
         now = time.monotonic()
+        paused = self._paused
+        if paused and self._all_paused(paused):
+            self._idle_while_paused()
+            return None
         block = len(self._sources) == 1
         asked = 0
         for source in self._sources:
             if source.retry_at > now:
+                continue
+            if paused and source.transport.name in paused:
+                asked += 1  # as good as empty
                 continue
             timeout = min(self.options.sleep, 1.0) if block else 0.0
             if timeout:
@@ -239,6 +264,19 @@ class Worker:
                 self._wake.wait(self.options.sleep)
                 self._wake.clear()
         return []
+
+    def _all_paused(self, paused: frozenset[str]) -> bool:
+        return all(source.transport.name in paused for source in self._sources)
+
+    def _idle_while_paused(self) -> None:
+        """Nothing to receive from: wait ``sleep`` or until woken (resume, stop).
+
+        None, not []: a paused queue is not an empty one (``--stop-when-idle``).
+        """
+        self._acks.flush()
+        if self.stop_reason is None:
+            self._wake.wait(max(self.options.sleep, 0.05))
+            self._wake.clear()
 
     def _drained(self) -> bool:
         """Nothing ready, in flight or delayed on any consumed queue (``--stop-when-empty``).

@@ -23,6 +23,7 @@ EXPECTED = [
     "ErrorDetails",
     "Event",
     "HandlerFailed",
+    "Heartbeat",
     "InvalidMessage",
     "Listable",
     "Message",

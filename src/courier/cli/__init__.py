@@ -8,6 +8,10 @@
     courier setup                             # declare queues and subscriptions
     courier debug                             # routing, handlers, transports
     courier dispatch email.send '{"to": ...}' # one message from the shell
+    courier workers                           # the workers, alive, stalled or dead
+    courier stop-workers                      # every worker stops after its message
+    courier pause email / courier resume email
+    courier health                            # exit 0 if the workers keep up
 
 Exit codes are listed in :mod:`courier.cli.exit_codes`.
 """
@@ -162,14 +166,25 @@ def _register() -> None:
     from courier.cli.consume import consume
 
     main.add_command(consume)
-    for name in ("failed", "stats", "setup", "debug", "dispatch"):
+    for name in (
+        "failed",
+        "stats",
+        "setup",
+        "debug",
+        "dispatch",
+        "workers",
+        "stop_workers",
+        "pause",
+        "health",
+    ):
         try:
             module = __import__(f"courier.cli.{name}", fromlist=["command"])
         except ModuleNotFoundError as error:
             if error.name != f"courier.cli.{name}":
                 raise
             continue
-        main.add_command(module.command)
+        for command in getattr(module, "commands", None) or [module.command]:
+            main.add_command(command)
 
 
 _register()

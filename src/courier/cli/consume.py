@@ -22,6 +22,7 @@ from courier.events import (
     WorkerStopped,
     WorkerStopping,
 )
+from courier.heartbeat import DEFAULT_INTERVAL, attach_heartbeat
 from courier.worker import Worker, WorkerOptions
 
 __all__ = ["consume"]
@@ -154,6 +155,13 @@ class Progress:
     "--no-progress", is_flag=True, help="No live progress line (start and stop lines stay)."
 )
 @click.option("--id", "worker_id", help="The worker id in logs (default: host.pid).")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_INTERVAL,
+    show_default=True,
+    help="Seconds between this worker's beats in the status store (courier workers).",
+)
 @click.pass_obj
 def consume(
     cli: CliContext,
@@ -170,11 +178,13 @@ def consume(
     no_setup: bool,
     no_progress: bool,
     worker_id: str | None,
+    heartbeat: float,
 ) -> None:
     """Consume TRANSPORTS (names from the configuration), most urgent first.
 
     Ctrl-C (or SIGTERM) stops after the message in hand, exit 0; a second
     one stops at once and gives that message back to the broker, exit 130.
+    `courier stop-workers` stops it after the message in hand, exit 0.
     """
     bus = cli.bus(need_app=True)
     for name in transports:
@@ -198,6 +208,7 @@ def consume(
     )
     cli.identify(worker.worker_id, worker.instance_id)
     worker.add_listener(Progress(cli, live=not no_progress))
+    attach_heartbeat(bus, worker, heartbeat)
     reason = worker.run()
     if reason is StopReason.FAILURE_LIMIT:
         raise SystemExit(exit_codes.FAILURE_LIMIT)

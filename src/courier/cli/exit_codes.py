@@ -11,6 +11,8 @@
 5      a broker could not be reached or refused the operation
 6      ``failed retry``: some invalid messages still cannot be decoded; they stay
        in the store with the new reason, every other message was retried
+8      ``health``: unhealthy (messages wait and no worker makes progress, or more
+       failures than ``--max-failed``); the one line on stdout says which
 130    ``consume`` was stopped at once by a second Ctrl-C (or stop signal): the
        message in hand was given back to the broker, to be delivered again
 =====  ==========================================================================
@@ -25,4 +27,5 @@ FAILURE_LIMIT = 3
 NOT_FOUND = 4
 TRANSPORT = 5
 NOT_RETRIED = 6
+UNHEALTHY = 8
 INTERRUPTED = 130

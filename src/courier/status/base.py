@@ -8,15 +8,18 @@ worker notes which message its handler is running (a *handling slot*, see
 a note in its slot, that message is charged one *death* here. The poison
 guard (:mod:`courier.poison`) reads the deaths, not the broker's count.
 
-The store is SQLite by default (the file that holds the failure store) and
-in-process memory for tests; a later store keeps heartbeats and worker
-states here too.
+The same store keeps the workers' heartbeats, the stop order and the
+paused transports (:mod:`courier.status.workers`). It is SQLite by default
+(the file that holds the failure store), Redis with ``courier-bus-redis``
+(workers on several hosts), and in-process memory for tests.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+from courier.status.workers import WorkerBoard
 
 __all__ = ["DEATHS_KEPT_FOR", "StatusStore"]
 
@@ -26,8 +29,8 @@ __all__ = ["DEATHS_KEPT_FOR", "StatusStore"]
 DEATHS_KEPT_FOR = 7 * 24 * 3600.0
 
 
-class StatusStore(ABC):
-    """Where deaths are counted; readable by every worker of the bus."""
+class StatusStore(WorkerBoard, ABC):
+    """Where deaths are counted and workers beat; readable by every worker of the bus."""
 
     @abstractmethod
     def record_death(self, message_id: str, worker_id: str) -> int:
