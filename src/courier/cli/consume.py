@@ -12,6 +12,8 @@ from rich.text import Text
 
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, fail
+from courier.cli.observe import MetricsChoice, metrics_options, worker_metrics
+from courier.cli.pool_command import base_id, pool_options, run_pool
 from courier.events import (
     MessageFailed,
     MessageHandled,
@@ -22,6 +24,7 @@ from courier.events import (
     WorkerStopped,
     WorkerStopping,
 )
+from courier.pool import PoolOptions
 from courier.worker import Worker, WorkerOptions
 
 __all__ = ["consume"]
@@ -154,6 +157,8 @@ class Progress:
     "--no-progress", is_flag=True, help="No live progress line (start and stop lines stay)."
 )
 @click.option("--id", "worker_id", help="The worker id in logs (default: host.pid).")
+@pool_options
+@metrics_options
 @click.pass_obj
 def consume(
     cli: CliContext,
@@ -170,11 +175,20 @@ def consume(
     no_setup: bool,
     no_progress: bool,
     worker_id: str | None,
+    processes: int | None,
+    crash_limit: int,
+    crash_window: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    statsd_address: str | None,
+    statsd_prefix: str,
+    pool_metrics: bool,
 ) -> None:
     """Consume TRANSPORTS (names from the configuration), most urgent first.
 
     Ctrl-C (or SIGTERM) stops after the message in hand, exit 0; a second
     one stops at once and gives that message back to the broker, exit 130.
+    With --processes, the pool forwards both to its processes.
     """
     bus = cli.bus(need_app=True)
     for name in transports:
@@ -191,14 +205,32 @@ def consume(
         stop_when_idle=stop_when_idle,
         prefetch=prefetch,
     )
+    metrics = MetricsChoice(
+        metrics_port, metrics_host, statsd_address, statsd_prefix, pool_child=pool_metrics
+    )
     if not no_setup:
         bus.setup(transports)
+    if processes is not None:
+        pool = PoolOptions(
+            processes,
+            base_id(worker_id),
+            time_limit=time_limit,
+            memory_limit=memory_limit,
+            crash_limit=crash_limit,
+            crash_window=crash_window,
+            restart_clean_exits=not (stop_when_empty or stop_when_idle),
+        )
+        code = run_pool(cli, bus, transports, subscriptions, options=pool, metrics=metrics)
+        raise SystemExit(code)
     worker = Worker(
         bus, transports, subscriptions=subscriptions, options=options, worker_id=worker_id
     )
     cli.identify(worker.worker_id, worker.instance_id)
     worker.add_listener(Progress(cli, live=not no_progress))
-    reason = worker.run()
+    with worker_metrics(cli, bus, transports, subscriptions, metrics) as listeners:
+        for listener in listeners:
+            worker.add_listener(listener)
+        reason = worker.run()
     if reason is StopReason.FAILURE_LIMIT:
         raise SystemExit(exit_codes.FAILURE_LIMIT)
     if reason is StopReason.INTERRUPTED:
