@@ -162,7 +162,7 @@ def _register() -> None:
     from courier.cli.consume import consume
 
     main.add_command(consume)
-    for name in ("failed", "stats", "setup", "debug", "dispatch"):
+    for name in ("failed", "stats", "setup", "debug", "dispatch", "deploy"):
         try:
             module = __import__(f"courier.cli.{name}", fromlist=["command"])
         except ModuleNotFoundError as error:
