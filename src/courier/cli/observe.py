@@ -27,6 +27,7 @@ from courier.transports.registry import open_transport
 if TYPE_CHECKING:
     from courier.bus import Bus
     from courier.events import WorkerListener
+    from courier.metrics.statsd import StatsdListener
     from courier.transports.base import Transport
 
 __all__ = ["MetricsChoice", "metrics_options", "queue_depth_sources", "worker_metrics"]
@@ -130,7 +131,9 @@ def worker_metrics(
                 highlight=False,
             )
         if choice.statsd_address is not None:
-            listeners.append(statsd_listener(choice))
+            statsd = statsd_listener(choice)
+            stack.callback(statsd.close)
+            listeners.append(statsd)
         yield listeners
 
 
@@ -146,7 +149,7 @@ def serve(registry: CollectorRegistry, choice: MetricsChoice) -> MetricsServer:
         ) from None
 
 
-def statsd_listener(choice: MetricsChoice) -> WorkerListener:
+def statsd_listener(choice: MetricsChoice) -> StatsdListener:
     assert choice.statsd_address is not None
     try:
         from courier.metrics.statsd import StatsdListener

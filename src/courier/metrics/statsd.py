@@ -58,6 +58,10 @@ class StatsdListener:
         host, port = parse_address(address)
         return cls(StatsClient(host, port, prefix=prefix or None, ipv6=":" in host))
 
+    def close(self) -> None:
+        """Close the UDP socket."""
+        self.client.close()
+
     def __call__(self, event: WorkerEvent) -> None:
         if isinstance(event, MessageHandled):
             where = self._where(event.received)
