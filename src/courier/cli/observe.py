@@ -4,6 +4,9 @@
 the same counts to a StatsD server. In a pool (``--processes``) the parent
 serves the one endpoint and its children only record (the hidden
 ``--pool-metrics`` the pool gives them); see :mod:`courier.metrics`.
+
+prometheus-client is imported only when metrics are asked for: every
+other ``courier`` command starts without it.
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import click
-from prometheus_client import CollectorRegistry
 
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, fail
 from courier.errors import ConfigurationError
-from courier.metrics.multiprocess import ENV
-from courier.metrics.prometheus import MetricsServer, PrometheusListener, register_queue_depths
 from courier.transports.registry import open_transport
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from courier.bus import Bus
     from courier.events import WorkerListener
+    from courier.metrics.prometheus import MetricsServer
     from courier.metrics.statsd import StatsdListener
     from courier.transports.base import Transport
 
@@ -111,6 +114,11 @@ def worker_metrics(
     choice: MetricsChoice,
 ) -> Iterator[list[WorkerListener]]:
     """The listeners ``choice`` asks for; the endpoint runs until the block ends."""
+    from prometheus_client import CollectorRegistry
+
+    from courier.metrics.multiprocess import ENV
+    from courier.metrics.prometheus import PrometheusListener, register_queue_depths
+
     listeners: list[WorkerListener] = []
     with contextlib.ExitStack() as stack:
         if choice.pool_child:
@@ -139,6 +147,8 @@ def worker_metrics(
 
 def serve(registry: CollectorRegistry, choice: MetricsChoice) -> MetricsServer:
     """The endpoint, or a usage error naming the port that could not be had."""
+    from courier.metrics.prometheus import MetricsServer
+
     assert choice.port is not None
     try:
         return MetricsServer(registry, host=choice.host, port=choice.port)

@@ -31,12 +31,11 @@ from click.core import ParameterSource
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, fail
 from courier.cli.observe import MetricsChoice, queue_depth_sources
-from courier.metrics.multiprocess import PoolMetrics
-from courier.metrics.prometheus import register_queue_depths
 from courier.pool import Pool, PoolOptions
 
 if TYPE_CHECKING:
     from courier.bus import Bus
+    from courier.metrics.multiprocess import PoolMetrics
 
 __all__ = ["child_command", "pool_options", "run_pool"]
 
@@ -165,6 +164,8 @@ def run_pool(
     on_exit: Callable[[int], None] | None = None
     with contextlib.ExitStack() as stack:
         if serving:
+            from courier.metrics.prometheus import register_queue_depths
+
             shared = _pool_metrics(metrics)
             stack.callback(shared.close)
             register_queue_depths(
@@ -189,6 +190,8 @@ def run_pool(
 
 
 def _pool_metrics(metrics: MetricsChoice) -> PoolMetrics:
+    from courier.metrics.multiprocess import PoolMetrics
+
     assert metrics.port is not None
     try:
         return PoolMetrics(host=metrics.host, port=metrics.port)
