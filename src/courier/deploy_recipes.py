@@ -79,10 +79,11 @@ def systemd_unit(recipe: Recipe) -> str:
     if recipe.user is not None:
         lines.append(f"User={recipe.user}")
     lines.append(f"WorkingDirectory={systemd_quote(str(recipe.working_directory))}")
+    environment = ["PYTHONUNBUFFERED=1"]
     if recipe.config_file is not None:
-        lines.append(f"Environment={systemd_quote(f'COURIER_CONFIG={recipe.config_file}')}")
+        environment.insert(0, systemd_quote(f"COURIER_CONFIG={recipe.config_file}"))
     lines += [
-        "Environment=PYTHONUNBUFFERED=1",
+        "Environment=" + " ".join(environment),
         "ExecStart=" + " ".join(systemd_quote(arg) for arg in recipe.command),
         "# SIGTERM: finish the message in hand, then exit 0.",
         "KillSignal=SIGTERM",
