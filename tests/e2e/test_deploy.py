@@ -13,14 +13,14 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 
 from courier.deploy_recipes import Recipe, systemd_quote, systemd_unit
 
-if TYPE_CHECKING:
-    from tests.e2e.conftest import Workspace
+#: The ``memory_workspace`` fixture's type (test modules cannot import conftest).
+Workspace = Any
 
 PASSWORD = "s3cret-Passw0rd"
 

@@ -7,13 +7,19 @@ through its own text format, as a scrape would see it.
 
 from __future__ import annotations
 
+import io
 import socket
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
+from courier.cli.context import CliContext
+from courier.cli.observe import MetricsChoice, worker_metrics
 from courier.envelope import Envelope
 from courier.errors import MessageDecodingFailed, TransportError
 from courier.events import MessageFailed, MessageHandled, MessageRetried, WorkerEvent
@@ -214,3 +220,33 @@ def test_statsd_names_are_safe_parts() -> None:
     assert parse_address("[::1]:8125") == ("::1", 8125)
     with pytest.raises(ValueError, match="host:port"):
         parse_address("stats:notaport")
+
+
+def test_consume_s_endpoint_serves_counts_and_depths_while_the_worker_runs(bus: Bus) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bus.route(SendEmail, "jobs")
+    bus.dispatch(SendEmail(to="ada@example.com"))
+    bus.dispatch(SendEmail(to="grace@example.com"))
+    shown = io.StringIO()
+    cli = CliContext(config=None, app=None, verbosity=0, console=Console(file=shown))
+    choice = MetricsChoice(port=port)
+    with worker_metrics(cli, bus, ["jobs"], [], choice) as listeners:
+        for listener in listeners:
+            listener(handled(received(bus)))
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    found = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert found[("courier_messages_handled_total", EMAIL)] == 1
+    ready = (("queue", "jobs"), ("state", "ready"), ("transport", "jobs"))
+    assert found[("courier_queue_messages", ready)] == 2
+    assert "hunter2" not in text
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in shown.getvalue()
+    with pytest.raises(urllib.error.URLError, match="refused"):  # closed with the worker
+        urllib.request.urlopen(url, timeout=2)
