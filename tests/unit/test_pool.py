@@ -115,6 +115,22 @@ def test_a_clean_exit_is_replaced_at_once_under_the_same_id(tmp_path: Path) -> N
     assert any("exit 0 (stopped on a limit), starting a fresh one" in line for line in said)
 
 
+def test_without_restarting_clean_exits_the_pool_ends_when_every_child_has(
+    tmp_path: Path,
+) -> None:
+    """--stop-when-empty: a child that drained its queues is done, not replaced."""
+    script = f"import sys; open({str(tmp_path / 'starts')!r}, 'a').write(sys.argv[-1] + '\\n')"
+    said: list[str] = []
+    pool = Pool(
+        [sys.executable, "-c", script],
+        PoolOptions(2, "w", restart_clean_exits=False, tick=0.02),
+        say=said.append,
+    )
+    assert pool.run() == OK
+    assert sorted(lines(tmp_path / "starts")) == ["w.1", "w.2"]
+    assert said[-1] == "courier pool: stopped (every child finished)"
+
+
 def test_a_crash_loop_stops_the_pool_with_a_clear_message(tmp_path: Path) -> None:
     said: list[str] = []
     pool = Pool(
