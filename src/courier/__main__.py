@@ -1,5 +1,10 @@
-"""``python -m courier``: the ``courier`` command, as a pool starts its children."""
+"""``python -m courier``: the ``courier`` command, as a pool starts its processes.
 
-from courier.cli import main
+The command line is imported only when run: importing this module (as a
+walk over the package does) loads nothing of the CLI.
+"""
 
-main()
+if __name__ == "__main__":
+    from courier.cli import main
+
+    main()
