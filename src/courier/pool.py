@@ -143,7 +143,7 @@ class Pool:
     ``run()`` blocks until the pool stops and returns its exit code.
     ``on_exit(pid)`` is called for every child that ended (the metrics
     endpoint forgets its live gauges); ``say(line)`` receives the pool's
-    own lines, each naming the slot and pid it is about.
+    own lines, each naming the pool's pid and the slot and pid it is about.
     """
 
     def __init__(
@@ -166,6 +166,8 @@ class Pool:
         self.should_stop = should_stop
         self.on_exit = on_exit
         self.say = say or _to_stderr
+        #: Starts every line the pool prints: ``courier pool[<pid>]``, one pool among others.
+        self.name = f"courier pool[{os.getpid()}]"
         self.slots = [
             _Slot(number, f"{options.base_id}.{number}")
             for number in range(1, options.processes + 1)
@@ -185,7 +187,7 @@ class Pool:
         self._install_signals()
         try:
             self.say(
-                f"courier pool: {len(self.slots)} processes as "
+                f"{self.name}: {len(self.slots)} processes as "
                 f"{self.slots[0].worker_id} ... {self.slots[-1].worker_id}"
             )
             while True:
@@ -201,7 +203,7 @@ class Pool:
         finally:
             self._restore_signals()
             self._kill_leftovers()
-        self.say(f"courier pool: stopped ({self.stopping or 'every child finished'})")
+        self.say(f"{self.name}: stopped ({self.stopping or 'every child finished'})")
         return self.exit_code
 
     def child_command(self, slot: _Slot) -> list[str]:
@@ -239,7 +241,7 @@ class Pool:
             preexec_fn=_die_with_parent,
         )
         slot.start_at = None
-        self.say(f"courier pool: slot {slot.number} pid {slot.pid}: started as {slot.worker_id}")
+        self.say(f"{self.name}: slot {slot.number} pid {slot.pid}: started as {slot.worker_id}")
 
     def _reap(self, now: float) -> None:
         for slot in self.slots:
@@ -255,7 +257,7 @@ class Pool:
             self._ended(slot, process.pid, code, now)
 
     def _ended(self, slot: _Slot, pid: int, code: int, now: float) -> None:
-        where = f"courier pool: slot {slot.number} pid {pid}"
+        where = f"{self.name}: slot {slot.number} pid {pid}"
         if self.stopping is not None:
             self.say(f"{where}: stopped ({'exit 0' if code == 0 else describe_exit(code)})")
             return
@@ -314,10 +316,10 @@ class Pool:
         try:
             asked = self.should_stop()
         except Exception as error:  # a status store that cannot answer must not stop us
-            self.say(f"courier pool: could not check for a stop request ({error})")
+            self.say(f"{self.name}: could not check for a stop request ({error})")
             return
         if asked:
-            self.say("courier pool: a stop was requested; stopping every child gracefully")
+            self.say(f"{self.name}: a stop was requested; stopping every child gracefully")
             self.stop("requested")
 
     def _take_signals(self) -> None:
@@ -326,10 +328,10 @@ class Pool:
             name = signal.Signals(signum).name
             self._forwarded += 1
             if self._forwarded == 1:
-                self.say(f"courier pool: {name}: stopping every child after its message in hand")
+                self.say(f"{self.name}: {name}: stopping every child after its message in hand")
                 self.stopping = self.stopping or "signal"
             else:
-                self.say(f"courier pool: {name} again: stopping every child at once")
+                self.say(f"{self.name}: {name} again: stopping every child at once")
                 self.exit_code = INTERRUPTED
             self._send_all(signum)
 

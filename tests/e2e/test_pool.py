@@ -149,7 +149,7 @@ def test_a_killed_child_is_replaced_and_sigterm_stops_the_pool_losing_nothing(
     assert len(handled) + waiting == 90  # nothing lost: handled, or still waiting
     output = pool.output()
     assert output.count("stopped: signal") == 3
-    assert "courier pool: stopped (signal)" in output
+    assert re.search(r"courier pool\[\d+\]: stopped \(signal\)", output)
 
 
 def test_a_crash_loop_stops_the_pool_with_exit_7(
@@ -205,7 +205,8 @@ def test_should_stop_ends_the_pool_after_the_message_in_hand(project: Project) -
     asker.join()
     assert took < 1.0 + 1.0 + 1.0  # the check interval, the handler, slack
     assert project.handled() == Counter({1: 1})  # finished, not cut short
-    assert sum("stopped (exit 0)" in line for line in said) == 2
+    # Both stopped; one still starting may go by SIGTERM's default, holding nothing.
+    assert sum(bool(re.search(r"slot \d pid \d+: stopped \(", line)) for line in said) == 2
     assert sum("started as" in line for line in said) == 2  # none restarted
 
 

@@ -128,7 +128,7 @@ def test_without_restarting_clean_exits_the_pool_ends_when_every_child_has(
     )
     assert pool.run() == OK
     assert sorted(lines(tmp_path / "starts")) == ["w.1", "w.2"]
-    assert said[-1] == "courier pool: stopped (every child finished)"
+    assert said[-1] == f"courier pool[{os.getpid()}]: stopped (every child finished)"
 
 
 def test_a_crash_loop_stops_the_pool_with_a_clear_message(tmp_path: Path) -> None:
