@@ -203,7 +203,7 @@ def test_should_stop_ends_the_pool_after_the_message_in_hand(project: Project) -
     assert runner.run() == 0
     took = time.monotonic() - asked[0]
     asker.join()
-    assert took < 1.0 + 1.0 + 1.0  # the check interval, the handler, slack
+    assert took < 1.0 + 1.0 + 2.0  # the check interval, the handler, slack for a busy host
     assert project.handled() == Counter({1: 1})  # finished, not cut short
     # Both stopped; one still starting may go by SIGTERM's default, holding nothing.
     assert sum(bool(re.search(r"slot \d pid \d+: stopped \(", line)) for line in said) == 2
