@@ -223,6 +223,8 @@ class Pool:
         if self.stopping is not None:
             return
         self.stopping = why
+        # The children's first stop signal: a signal to the pool now is their second.
+        self._forwarded += 1
         self._send_all(signal.SIGTERM)
 
     # -- children --------------------------------------------------------------
