@@ -32,6 +32,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from courier.envelope import ErrorDetails
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from courier.bus import Bus
     from courier.worker import Worker
 
-__all__ = ["DEFAULT_INTERVAL", "Heartbeat", "attach_heartbeat"]
+__all__ = ["DEFAULT_INTERVAL", "Heartbeat", "attach_heartbeat", "stop_order_since"]
 
 logger = logging.getLogger("courier.heartbeat")
 
@@ -226,3 +227,15 @@ def attach_heartbeat(
         logger.info("no status store: this worker is not listed by `courier workers`")
         return None
     return Heartbeat(store, interval=interval).attach(worker)
+
+
+def stop_order_since(bus: Bus, started_at: float) -> Callable[[], bool] | None:
+    """What a process pool polls: has ``courier stop-workers`` run since ``started_at``?
+
+    The pool's children obey the order themselves and exit 0; the pool asks
+    too, so that it stops instead of replacing them. None without a store.
+    """
+    store = bus.poison.store
+    if store is None:
+        return None
+    return lambda: stop_requested_since(store, started_at)

@@ -176,6 +176,7 @@ def _register() -> None:
         "stop_workers",
         "pause",
         "health",
+        "deploy",
     ):
         try:
             module = __import__(f"courier.cli.{name}", fromlist=["command"])

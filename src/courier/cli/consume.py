@@ -12,6 +12,8 @@ from rich.text import Text
 
 from courier.cli import exit_codes
 from courier.cli.context import CliContext, fail
+from courier.cli.observe import MetricsChoice, metrics_options, worker_metrics
+from courier.cli.pool_command import base_id, pool_options, run_pool
 from courier.events import (
     MessageFailed,
     MessageHandled,
@@ -22,7 +24,8 @@ from courier.events import (
     WorkerStopped,
     WorkerStopping,
 )
-from courier.heartbeat import DEFAULT_INTERVAL, attach_heartbeat
+from courier.heartbeat import DEFAULT_INTERVAL, attach_heartbeat, stop_order_since
+from courier.pool import PoolOptions
 from courier.worker import Worker, WorkerOptions
 
 __all__ = ["consume"]
@@ -162,6 +165,8 @@ class Progress:
     show_default=True,
     help="Seconds between this worker's beats in the status store (courier workers).",
 )
+@pool_options
+@metrics_options
 @click.pass_obj
 def consume(
     cli: CliContext,
@@ -179,12 +184,21 @@ def consume(
     no_progress: bool,
     worker_id: str | None,
     heartbeat: float,
+    processes: int | None,
+    crash_limit: int,
+    crash_window: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    statsd_address: str | None,
+    statsd_prefix: str,
+    pool_metrics: bool,
 ) -> None:
     """Consume TRANSPORTS (names from the configuration), most urgent first.
 
     Ctrl-C (or SIGTERM) stops after the message in hand, exit 0; a second
     one stops at once and gives that message back to the broker, exit 130.
     `courier stop-workers` stops it after the message in hand, exit 0.
+    With --processes, the pool forwards both to its processes.
     """
     bus = cli.bus(need_app=True)
     for name in transports:
@@ -201,15 +215,41 @@ def consume(
         stop_when_idle=stop_when_idle,
         prefetch=prefetch,
     )
+    metrics = MetricsChoice(
+        metrics_port, metrics_host, statsd_address, statsd_prefix, pool_child=pool_metrics
+    )
     if not no_setup:
         bus.setup(transports)
+    if processes is not None:
+        pool = PoolOptions(
+            processes,
+            base_id(worker_id),
+            time_limit=time_limit,
+            memory_limit=memory_limit,
+            crash_limit=crash_limit,
+            crash_window=crash_window,
+            restart_clean_exits=not (stop_when_empty or stop_when_idle),
+        )
+        code = run_pool(
+            cli,
+            bus,
+            transports,
+            subscriptions,
+            options=pool,
+            metrics=metrics,
+            should_stop=stop_order_since(bus, time.time()),
+        )
+        raise SystemExit(code)
     worker = Worker(
         bus, transports, subscriptions=subscriptions, options=options, worker_id=worker_id
     )
     cli.identify(worker.worker_id, worker.instance_id)
     worker.add_listener(Progress(cli, live=not no_progress))
     attach_heartbeat(bus, worker, heartbeat)
-    reason = worker.run()
+    with worker_metrics(cli, bus, transports, subscriptions, metrics) as listeners:
+        for listener in listeners:
+            worker.add_listener(listener)
+        reason = worker.run()
     if reason is StopReason.FAILURE_LIMIT:
         raise SystemExit(exit_codes.FAILURE_LIMIT)
     if reason is StopReason.INTERRUPTED:

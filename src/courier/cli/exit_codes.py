@@ -11,6 +11,8 @@
 5      a broker could not be reached or refused the operation
 6      ``failed retry``: some invalid messages still cannot be decoded; they stay
        in the store with the new reason, every other message was retried
+7      ``consume --processes``: one process failed ``--crash-limit`` times within
+       ``--crash-window`` seconds (a crash loop), so the pool stopped them all
 8      ``health``: unhealthy (messages wait and no worker makes progress, or more
        failures than ``--max-failed``); the one line on stdout says which
 130    ``consume`` was stopped at once by a second Ctrl-C (or stop signal): the
@@ -27,5 +29,6 @@ FAILURE_LIMIT = 3
 NOT_FOUND = 4
 TRANSPORT = 5
 NOT_RETRIED = 6
+CRASH_LOOP = 7
 UNHEALTHY = 8
 INTERRUPTED = 130
