@@ -51,3 +51,7 @@ def test_read_only_commands_create_no_database(project: Project) -> None:
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "no workers have reported to the status store"
     assert not project.database.exists()
+
+
+def test_a_pool_is_seen_replaced_counted_and_stopped(project: Project) -> None:
+    operating.pool_replaces_a_killed_child_counts_in_one_endpoint_and_obeys_stop_workers(project)

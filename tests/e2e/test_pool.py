@@ -9,7 +9,6 @@ tests find the children.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -255,60 +254,3 @@ def test_one_metrics_endpoint_counts_every_child(
     assert len(handlers) == 3
     assert pool.stop() == 0
     assert "metrics on http://127.0.0.1:" in pool.output()
-
-
-def test_courier_workers_lists_a_killed_childs_dead_instance_and_its_replacement(
-    project: Project, pools: list[RunningPool]
-) -> None:
-    pool = RunningPool(project, "--processes", "3", "--id", "box", "--heartbeat", "0.5")
-    pools.append(pool)
-    pool.wait_until(lambda: pool.consuming(3))
-    _, victim, _ = next(child for child in pool.children() if child[0] == 2)
-
-    def listed() -> dict[int, dict[str, object]]:
-        result = project.courier("workers", "--json", "--all")
-        assert result.returncode == 0, result.stderr
-        return {row["pid"]: row for row in json.loads(result.stdout)}
-
-    pool.wait_until(lambda: len(listed()) == 3)  # every child has beaten once
-    os.kill(victim, signal.SIGKILL)
-    pool.wait_until(lambda: pool.consuming(4))
-    _, replacement, _ = pool.children()[-1]
-    deadline = time.monotonic() + 30
-    rows = listed()
-    while rows.get(victim, {}).get("verdict") != "dead" or replacement not in rows:
-        assert time.monotonic() < deadline, f"courier workers said {rows}"
-        time.sleep(0.5)
-        rows = listed()
-    assert rows[victim]["worker_id"] == rows[replacement]["worker_id"] == "box.2"
-    assert rows[victim]["instance_id"] != rows[replacement]["instance_id"]
-    assert rows[replacement]["verdict"] == "alive"
-    alive = sorted(str(row["worker_id"]) for row in rows.values() if row["verdict"] == "alive")
-    assert alive == ["box.1", "box.2", "box.3"]
-    assert pool.stop() == 0
-
-
-def test_stop_workers_ends_a_pool_of_three_within_one_messages_time(
-    project: Project, pools: list[RunningPool]
-) -> None:
-    pool = RunningPool(project, "--processes", "3", "--heartbeat", "0.5")
-    pools.append(pool)
-    pool.wait_until(lambda: pool.consuming(3))
-    dispatch(project, range(30), sleep=1.0)
-    pool.wait_until(lambda: len(project.started()) >= 3)
-
-    asked = time.monotonic()
-    result = project.courier("stop-workers")
-    assert result.returncode == 0, result.stderr
-    assert pool.process.wait(30) == 0, pool.output()
-    took = time.monotonic() - asked
-    # The order is read about once a second; then the message in hand (1 s) ends.
-    assert took < 1.0 + 1.0 + 3.0, pool.output()
-    output = pool.output()
-    # Each child obeys the order itself or the pool's SIGTERM, whichever comes first.
-    assert output.count("stopped: stop_requested") + output.count("stopped: signal") == 3, output
-    assert "stopped (requested)" in output
-    assert len(pool.children()) == 3  # none was replaced
-    handled = project.handled()
-    assert set(handled.values()) == {1}
-    assert len(handled) + project.stored_count("jobs") == 30  # nothing lost

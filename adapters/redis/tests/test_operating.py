@@ -60,3 +60,7 @@ def test_the_status_store_is_on_redis(project: Project) -> None:
     shown = project.courier("debug")
     assert shown.returncode == 0, shown.stderr
     assert "status store: redis://" in shown.stdout, shown.stdout
+
+
+def test_a_pool_is_seen_replaced_counted_and_stopped(project: Project) -> None:
+    operating.pool_replaces_a_killed_child_counts_in_one_endpoint_and_obeys_stop_workers(project)

@@ -12,9 +12,13 @@ functions, so the stores are held to one behaviour.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ __all__ = [
     "configured_bus",
     "health_turns_unhealthy_when_failures_pile_up",
     "pause_keeps_messages_waiting_until_resume",
+    "pool_replaces_a_killed_child_counts_in_one_endpoint_and_obeys_stop_workers",
     "start_worker",
     "stop_workers_stops_every_worker_after_its_message",
     "workers_flags_a_stalled_worker_and_health_fails",
@@ -221,3 +226,100 @@ def health_turns_unhealthy_when_failures_pile_up(project: Project) -> None:
     bad = project.courier("health", "--max-failed", "1", "--since", "10m")
     assert bad.returncode == 8, bad.stdout + bad.stderr
     assert bad.stdout.strip() == "unhealthy: 2 messages failed since 10m (more than 1)"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _handled_total(port: int) -> float:
+    """``courier_messages_handled_total`` summed over children and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "courier_messages_handled_total"
+    )
+
+
+def pool_replaces_a_killed_child_counts_in_one_endpoint_and_obeys_stop_workers(
+    project: Project, jobs: int = 30
+) -> None:
+    """A pool of 3 as an operator sees it: ``courier workers``, the metrics, ``stop-workers``.
+
+    One child is SIGKILLed: the pool starts another under the same worker id,
+    and ``courier workers --all`` lists the dead instance and the new one.
+    The pool's one metrics endpoint counts exactly the jobs handled, by
+    whichever child. ``courier stop-workers`` then ends the whole pool, exit
+    0, after the messages in hand, and none of its children is replaced.
+    """
+    port = _free_port()
+    log = project.root / "pool.log"
+    with log.open("wb") as output:
+        pool = subprocess.Popen(  # noqa: S603 - our own courier command
+            [
+                *courier_command(),
+                "consume",
+                "jobs",
+                "--processes",
+                "3",
+                "--id",
+                "box",
+                "--heartbeat",
+                HEARTBEAT,
+                "--prefetch",
+                "1",
+                "--metrics-port",
+                str(port),
+            ],
+            cwd=project.root,
+            env=project.environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with configured_bus(project) as bus:
+            wait_for(lambda: len(rows(bus)) == 3, "every child's first beat", 60)
+            (victim,) = [row.pid for row in rows(bus) if row.worker_id == "box.2"]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(rows(bus)) == 4, "the replacement's first beat", 30)
+            listed = {row["pid"]: row for row in workers(project, "--all")}
+            (new,) = [
+                row for pid, row in listed.items() if row["worker_id"] == "box.2" and pid != victim
+            ]
+            assert new["verdict"] == "alive", listed
+            assert new["instance_id"] != listed[victim]["instance_id"]
+            wait_for(lambda: rows_by_pid(bus)[victim].is_dead(time.time()), "the victim dead")
+            alive = sorted(row.worker_id for row in rows(bus) if not row.is_dead(time.time()))
+            assert alive == ["box.1", "box.2", "box.3"]
+
+            dispatch_jobs(project, [{"n": n} for n in range(jobs)])
+            wait_for(lambda: len(project.handled()) == jobs, "every job handled", 60)
+            wait_for(lambda: _handled_total(port) == jobs, "the endpoint to count them all")
+
+            dispatch_jobs(project, [{"n": n, "sleep": 1.0} for n in range(jobs, jobs + 30)])
+            wait_for(lambda: len(project.started()) >= jobs + 3, "three handlers running")
+            stop = project.courier("stop-workers")
+            assert stop.returncode == 0, stop.stderr
+            ordered = time.monotonic()
+            assert pool.wait(30) == 0, log.read_text()
+            assert time.monotonic() - ordered < 1.0 + 1.0 + 3.0, log.read_text()
+        said = log.read_text(errors="replace")
+        assert len(re.findall(r"started as box\.\d", said)) == 4, said  # none replaced at the end
+        assert project.started() == project.handled(), "a message in hand was not finished"
+        assert set(project.handled().values()) == {1}
+    finally:
+        if pool.poll() is None:
+            pool.kill()
+            pool.wait()
+
+
+def rows_by_pid(bus: Bus) -> dict[int, WorkerStatus]:
+    return {row.pid: row for row in rows(bus)}
