@@ -42,7 +42,7 @@ class Acknowledgements:
         self._oldest = 0.0
 
     def add(self, received: Received) -> None:
-        """Acknowledge ``received`` with the next batch (sent now if the batch is due)."""
+        """Acknowledge ``received`` with the next batch (sent now if the batch is full)."""
         if not self.count:
             self._oldest = time.monotonic()
         transport = received.transport
@@ -51,7 +51,8 @@ class Acknowledgements:
             entry = self._pending[id(transport)] = (transport, [])
         entry[1].append(received)
         self.count += 1
-        if self.count >= self.batch or self.due():
+        # Only the size here: the worker asks ``due`` before every message.
+        if self.count >= self.batch:
             self.flush()
 
     def due(self, now: float | None = None) -> bool:

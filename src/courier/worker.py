@@ -220,10 +220,8 @@ class Worker:
             if source.retry_at > now:
                 continue
             timeout = min(self.options.sleep, 1.0) if block else 0.0
-            if timeout:
-                self._acks.flush()
             try:
-                batch = source.transport.receive(source.queues, max=wanted, timeout=timeout)
+                batch = self._receive(source, wanted, timeout)
             except TransportError as error:
                 self._backoff(source, error)
                 continue
@@ -239,6 +237,21 @@ class Worker:
                 self._wake.wait(self.options.sleep)
                 self._wake.clear()
         return []
+
+    def _receive(self, source: _Source, wanted: int, timeout: float) -> list[Received]:
+        """One receive; pending acknowledgements go out first only if it may block.
+
+        A look that does not wait comes first while acknowledgements are
+        pending: when it brings messages, they wait for their batch; when it
+        brings none, they are flushed before the receive that waits.
+        """
+        transport = source.transport
+        if timeout and self._acks.count:
+            batch = transport.receive(source.queues, max=wanted, timeout=0.0)
+            if batch:
+                return batch
+            self._acks.flush()
+        return transport.receive(source.queues, max=wanted, timeout=timeout)
 
     def _drained(self) -> bool:
         """Nothing ready, in flight or delayed on any consumed queue (``--stop-when-empty``).
