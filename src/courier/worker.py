@@ -50,7 +50,7 @@ from courier.events import (
 )
 from courier.keepalive import Keepalive
 from courier.stop_signals import StopNow, StopSignals
-from courier.transports.base import NEEDS_ACK, Outcome, Received, Transport
+from courier.transports.base import Outcome, Received, Transport
 from courier.worker_options import WorkerOptions, rss_mib
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class Worker:
             interval=self.options.ack_interval,
             keepalive=self._keepalive,
             on_error=lambda transport, error: self._backoff(self._source_of[id(transport)], error),
+            before=bus.flush,
         )
         self._signals = StopSignals(self._on_first_signal)
         self._started = 0.0
@@ -288,7 +289,9 @@ class Worker:
                     break
                 received = batch.pop()
                 self._process(received)
-                if received.outcome not in NEEDS_ACK:
+                outcome = received.outcome
+                # Identity, not ``in NEEDS_ACK``: an Enum hashes in Python code.
+                if outcome is not Outcome.ACK and outcome is not Outcome.DEAD_LETTERED:
                     keepalive.let_go((received,))
         finally:
             # Stopping, or something unexpected escaped: what is left goes back now.

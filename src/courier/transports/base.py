@@ -414,6 +414,14 @@ class Transport(ABC):
         """Counts per queue (default: the DSN's queue)."""
         return [QueueStats(queue) for queue in (queues or [self.queue])]
 
+    def flush(self) -> None:
+        """Wait until every message sent so far is confirmed; raise any that was not.
+
+        A no-op for transports whose ``send`` returns once the broker has the
+        message (all of them, unless a DSN asks for background confirms, as
+        AMQP's ``confirm=async`` does).
+        """
+
     def close(self) -> None:
         """Disconnect; the transport may not be used afterwards."""
 
