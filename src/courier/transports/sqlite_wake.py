@@ -40,6 +40,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 __all__ = ["WakeListener", "Waker", "supported", "wake_directory"]
@@ -82,6 +83,9 @@ class WakeListener:
             sock.close()
             raise
         self._socket = sock
+        # A transport dropped without close(): its socket closes and its file
+        # goes when the listener is collected, quietly (no ResourceWarning).
+        self._finalizer = weakref.finalize(self, _close, sock, self.path, os.getpid())
 
     def drain(self) -> None:
         """Forget the wakes received so far (the claim that follows sees their messages)."""
@@ -99,9 +103,14 @@ class WakeListener:
         return bool(ready)
 
     def close(self) -> None:
+        self._finalizer()
+
+
+def _close(sock: socket.socket, path: Path, owner: int) -> None:
+    if os.getpid() == owner:  # a forked child leaves its parent's socket alone
         with contextlib.suppress(OSError):
-            self.path.unlink()
-        self._socket.close()
+            path.unlink()
+    sock.close()
 
 
 class Waker:
@@ -131,6 +140,8 @@ class Waker:
             if sock is None:
                 sock = self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 sock.setblocking(False)
+                # Closed quietly with the waker if its transport is never closed.
+                weakref.finalize(self, sock.close)
             gone = []
             for target in targets:
                 try:

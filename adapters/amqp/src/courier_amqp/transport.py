@@ -241,12 +241,15 @@ class AmqpTransport(Transport):
 
     def _send_async(self, session: Session, message: Outgoing) -> None:
         """Write ``message`` and return; its confirm settles it in the background."""
+        batch = PublishBatch.of([message], waited=False)
+        batch.on_done = partial(self._settled, session)
         window = self.options.confirm_window
+        unconfirmed = self._unconfirmed
         with self._confirmed:
-            if len(self._unconfirmed) >= window:
+            if len(unconfirmed) >= window:
                 # The broker is behind: wait for room, as the raw client's window does.
                 deadline = time.monotonic() + self.options.confirm_timeout
-                while len(self._unconfirmed) >= window:
+                while len(unconfirmed) >= window:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise PublishNotConfirmed(
@@ -256,17 +259,14 @@ class AmqpTransport(Transport):
                             [message.message_id],
                         )
                     self._confirmed.wait(remaining)
-        batch = PublishBatch.of([message], waited=False)
-        batch.on_done = partial(self._settled, session)
-        with self._confirmed:
-            self._unconfirmed.add(batch)
+            unconfirmed.add(batch)
         try:
             # If the connection goes before the confirm, the batch fails when
             # its I/O loop stops; the next send, flush or close raises that.
             session.hand_over_soon(batch)
         except ConnectionLost:
             with self._confirmed:
-                self._unconfirmed.discard(batch)
+                unconfirmed.discard(batch)
             raise
 
     def _settled(self, session: Session, batch: PublishBatch) -> None:
