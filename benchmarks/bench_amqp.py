@@ -18,6 +18,9 @@ publish, confirms in flight
     ``confirm_window`` = 1,000 confirms in flight, as raw does). A second
     row calls ``dispatch_many`` per 1,000 messages: each call returns only
     once all of its confirms are in, so the pipeline drains between calls.
+    A third calls ``bus.dispatch`` once per message on a transport with
+    ``confirm=async`` (each returns once written, confirms in flight in the
+    background) and ``bus.flush()`` at the end, inside the timing.
 consume, ack after handling
     raw: basic_consume, prefetch 100, json.loads, basic_ack each. courier: a
     Worker (prefetch 100 per receive, acknowledgements batched by 100, DSN
@@ -113,6 +116,19 @@ def courier_publish_each(url: str, queue: str, count: int) -> float:
     started = time.perf_counter()
     for n in range(count):
         bus.dispatch(SendEmail(**payload(n)))
+    elapsed = time.perf_counter() - started
+    bus.close()
+    return count / elapsed
+
+
+def courier_publish_async(url: str, queue: str, count: int) -> float:
+    """One ``bus.dispatch`` at a time with ``confirm=async``; the clock stops after ``flush``."""
+    bus = make_bus(url, queue, confirm="async")
+    bus.transport("bench").setup()
+    started = time.perf_counter()
+    for n in range(count):
+        bus.dispatch(SendEmail(**payload(n)))
+    bus.flush()
     elapsed = time.perf_counter() - started
     bus.close()
     return count / elapsed
@@ -286,12 +302,86 @@ CASES: list[tuple[str, Callable[..., float], Callable[..., float], bool]] = [
         courier_publish_batches,
         False,
     ),
+    (
+        "  courier: one dispatch at a time, confirm=async",
+        raw_publish_in_flight,
+        courier_publish_async,
+        False,
+    ),
     ("consume, ack each after handling", raw_consume_each, courier_consume, True),
     (
         "consume, raw fastest (prefetch 1000, ack multiple/100)",
         raw_consume_fastest,
         courier_consume,
         True,
+    ),
+]
+
+
+# -- a peer: dramatiq ------------------------------------------------------------
+
+
+def dramatiq_send(url: str, queue: str, count: int, confirm: bool) -> float:
+    """dramatiq's ``actor.send`` one message at a time (its queue declared before the clock)."""
+    import dramatiq  # type: ignore[import-not-found]
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker  # type: ignore[import-not-found]
+
+    broker = RabbitmqBroker(url=url, confirm_delivery=confirm)
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue, broker=broker)
+    def send_email(n: int, to: str, subject: str, body: str) -> None: ...
+
+    broker.declare_queue(queue)
+    broker.channel  # noqa: B018 - connected before the clock starts
+    started = time.perf_counter()
+    for n in range(count):
+        send_email.send(**payload(n))
+    elapsed = time.perf_counter() - started
+    # Without confirms the last messages may still be on their way: wait for them.
+    deadline = time.monotonic() + 30
+    left = broker.get_queue_message_counts(queue)[0]
+    while left < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = broker.get_queue_message_counts(queue)[0]
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+        broker.channel.queue_delete(name)
+    broker.close()
+    if left != count:
+        raise SystemExit(f"dramatiq: {left} of {count} messages in the queue")
+    return count / elapsed
+
+
+def dramatiq_send_default(url: str, queue: str, count: int) -> float:
+    return dramatiq_send(url, queue, count, confirm=False)
+
+
+def dramatiq_send_confirmed(url: str, queue: str, count: int) -> float:
+    return dramatiq_send(url, queue, count, confirm=True)
+
+
+def measure_peer(url: str, case: Callable[..., float], count: int) -> float:
+    """A peer's case in a fresh process, on a queue of its own."""
+    queue = f"{TAG}-peer-{uuid.uuid4().hex[:6]}"
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_child, args=(case, (url, queue, count), results))
+    process.start()
+    rate = float(results.get(timeout=600))
+    process.join()
+    return rate
+
+
+PEERS: list[tuple[str, Callable[..., float], Callable[..., float]]] = [
+    (
+        "one dispatch at a time: dramatiq actor.send (no confirms) / courier confirm=async",
+        dramatiq_send_default,
+        courier_publish_async,
+    ),
+    (
+        "one dispatch at a time: dramatiq confirm_delivery=True / courier confirm=each",
+        dramatiq_send_confirmed,
+        courier_publish_each,
     ),
 ]
 
@@ -313,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument(
+        "--only", default="", help="run only the cases whose title contains this text"
+    )
     args = parser.parse_args(argv)
     print(
         f"{args.messages:,} messages of ~{len(json.dumps(payload(0)))} bytes, "
@@ -323,12 +416,30 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(header))
     try:
         for title, raw, ours, prefill in CASES:
+            if args.only not in title:
+                continue
             raw_rates, our_rates = [], []
             for _ in range(args.runs):
                 raw_rates.append(measure(args.url, raw, args.messages, prefill))
                 our_rates.append(measure(args.url, ours, args.messages, prefill))
             raw_rate, our_rate = statistics.median(raw_rates), statistics.median(our_rates)
             print(f"{title:<56} {raw_rate:>10,.0f} {our_rate:>10,.0f} {our_rate / raw_rate:>6.0%}")
+            sys.stdout.flush()
+        try:
+            import dramatiq  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            return
+        print(f"\npeer (dramatiq, its RabbitMQ broker){'':<26} {'dramatiq':>10} {'courier':>10}")
+        for title, peer, ours in PEERS:
+            if args.only not in title:
+                continue
+            peer_rates, our_rates = [], []
+            for _ in range(args.runs):
+                peer_rates.append(measure_peer(args.url, peer, args.messages))
+                our_rates.append(measure(args.url, ours, args.messages, False))
+            peer_rate, our_rate = statistics.median(peer_rates), statistics.median(our_rates)
+            print(f"{title}")
+            print(f"{'':<56} {peer_rate:>10,.0f} {our_rate:>10,.0f} {our_rate / peer_rate:>6.0%}")
             sys.stdout.flush()
     finally:
         cleanup(args.url)

@@ -11,6 +11,7 @@ stored again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from courier.keepalive import Keepalive
 from courier.transports.base import Received, Transport
 
 __all__ = ["Acknowledgements"]
+
+logger = logging.getLogger("courier.worker")
 
 
 class Acknowledgements:
@@ -31,8 +34,12 @@ class Acknowledgements:
         interval: float,
         keepalive: Keepalive,
         on_error: Callable[[Transport, TransportError], None],
+        before: Callable[[], None] | None = None,
     ) -> None:
         self.batch = batch
+        #: Called before acknowledging anything: the bus's ``flush``, so what
+        #: handlers dispatched is confirmed before their messages are acked.
+        self._before = before
         self.interval = interval
         self._keepalive = keepalive
         self._on_error = on_error
@@ -42,7 +49,7 @@ class Acknowledgements:
         self._oldest = 0.0
 
     def add(self, received: Received) -> None:
-        """Acknowledge ``received`` with the next batch (sent now if the batch is due)."""
+        """Acknowledge ``received`` with the next batch (sent now if the batch is full)."""
         if not self.count:
             self._oldest = time.monotonic()
         transport = received.transport
@@ -51,7 +58,8 @@ class Acknowledgements:
             entry = self._pending[id(transport)] = (transport, [])
         entry[1].append(received)
         self.count += 1
-        if self.count >= self.batch or self.due():
+        # Only the size here: the worker asks ``due`` before every message.
+        if self.count >= self.batch:
             self.flush()
 
     def due(self, now: float | None = None) -> bool:
@@ -64,6 +72,12 @@ class Acknowledgements:
         """Send every pending acknowledgement; a transport that fails keeps its own."""
         if not self.count:
             return
+        if self._before is not None:
+            try:
+                self._before()
+            except TransportError as error:
+                self._give_back(error)
+                return
         for key, (transport, batch) in list(self._pending.items()):
             if not batch:
                 continue
@@ -81,3 +95,25 @@ class Acknowledgements:
                 continue
             self._pending[key] = (transport, [])
             self.count -= len(batch)
+
+    def _give_back(self, error: TransportError) -> None:
+        """What handlers dispatched was not confirmed: redeliver their messages, ack none.
+
+        Which pending message dispatched the lost one is not known, so every
+        pending one goes back to the broker: at least once, never lost.
+        """
+        logger.error(
+            "a message dispatched while handling was not confirmed (%s); "
+            "giving back the %d messages awaiting acknowledgement",
+            error,
+            self.count,
+        )
+        pending, self._pending = self._pending, {}
+        self.count = 0
+        for transport, batch in pending.values():
+            self._keepalive.let_go(batch)
+            for received in batch:
+                try:
+                    transport.release(received)
+                except TransportError as failure:
+                    logger.warning("could not give back %r: %s", received, failure)

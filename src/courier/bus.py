@@ -350,7 +350,10 @@ class Bus:
         """Send ``message`` where it is routed; return its envelope.
 
         Returns once the transport has it (confirmed by the broker), or
-        after its handlers ran for unrouted and ``sync://`` messages.
+        after its handlers ran for unrouted and ``sync://`` messages. A
+        transport that confirms in the background (AMQP's ``confirm=async``)
+        returns once the message is written; a failed confirm is raised by
+        the next dispatch to it, by :meth:`flush` or by :meth:`close`.
         """
         envelope = self._envelope(message, delay, priority, ttr, headers, id, correlation_id)
         stack = self._dispatch_stack
@@ -598,13 +601,41 @@ class Bus:
         """Refuse retry strategies that ``transport`` cannot delay as asked."""
         self.topology.check_retry_delays(transport)
 
-    def close(self) -> None:
-        """Close every transport and the status store."""
+    def flush(self) -> None:
+        """Wait for the broker to confirm every message dispatched so far.
+
+        Only transports that confirm in the background (AMQP with
+        ``confirm=async``) have anything to wait for; a message one of them
+        could not deliver (nacked, returned) raises
+        :class:`~courier.errors.PublishNotConfirmed` here, if the next
+        dispatch did not raise it already.
+        """
+        failure: TransportError | None = None
         for transport in self._transports.values():
-            transport.close()
+            try:
+                transport.flush()
+            except TransportError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+    def close(self) -> None:
+        """Close every transport and the status store.
+
+        Transports that confirm in the background wait for their confirms
+        first; one that failed is raised once everything is closed.
+        """
+        failure: TransportError | None = None
+        for transport in self._transports.values():
+            try:
+                transport.close()
+            except TransportError as error:
+                failure = failure or error
         store = self.poison.store if self.poison._resolved else None
         if store is not None:
             store.close()
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Bus:
         return self

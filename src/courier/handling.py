@@ -56,11 +56,17 @@ class Handling:
         self.router = router
         self.dispatch = dispatch
         self.guard = guard
+        #: Per message class: whether it is an Event (``issubclass`` on a
+        #: pydantic model class goes through ABCMeta, too slow per message).
+        self._is_event: dict[type[Message], bool] = {}
 
     def handle(self, envelope: Envelope) -> Envelope:
         """The end of the consume stack: the handler for this delivery."""
         message_type = type(envelope.message)
-        if issubclass(message_type, Event):
+        is_event = self._is_event.get(message_type)
+        if is_event is None:
+            is_event = self._is_event[message_type] = issubclass(message_type, Event)
+        if is_event:
             return self._handle_event(envelope, message_type)
         spec = self.handlers.command(message_type)
         if spec is None:

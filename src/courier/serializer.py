@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
@@ -25,6 +25,9 @@ from courier.envelope import _EMPTY_HEADERS, Envelope, ErrorDetails
 from courier.errors import MessageDecodingFailed, ValidationFailed
 from courier.message import Message, valid_message_name
 from courier.registry import MessageRegistry
+
+if TYPE_CHECKING:
+    from courier.transports.base import Received
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -49,6 +52,8 @@ INVALID_MESSAGE_TYPE = "courier.invalid-message"
 #: Types only courier writes, and only to its failure and invalid-message
 #: transports: anywhere else, a message claiming one is itself invalid.
 RESERVED_TYPES = frozenset({INVALID_MESSAGE_TYPE})
+
+_new_tuple = tuple.__new__
 
 
 class Headers:
@@ -160,36 +165,21 @@ class JsonSerializer:
         return self.max_body
 
     def decode(self, body: bytes, headers: Mapping[str, str]) -> Envelope:
-        limit = self.limit_for(headers.get(Headers.TYPE))
-        if len(body) > limit:
-            raise MessageDecodingFailed(
-                f"body of {len(body)} bytes exceeds the limit of {limit} bytes",
-                body,
-                headers,
-            )
-        content_type = headers.get(Headers.CONTENT_TYPE)
-        if (
-            content_type is not None
-            and content_type != JSON
-            and content_type.split(";", 1)[0].strip().lower() != JSON
-        ):
-            raise MessageDecodingFailed(
-                f"content type {_shown(content_type)} is not {JSON}", body, headers
-            )
-        name = headers.get(Headers.TYPE)
-        if not name:
-            raise MessageDecodingFailed("no courier-type header", body, headers)
-        if name in RESERVED_TYPES and not self.internal:
-            raise MessageDecodingFailed(
-                f"reserved type {name!r}: only courier writes it, and only to its failure and "
-                "invalid-message transports",
-                body,
-                headers,
-            )
-        cls = self.registry.resolve(name)
-        if cls is None:
-            shape = "unknown" if valid_message_name(name) else "invalid"
-            raise MessageDecodingFailed(f"{shape} message type {_shown(name)}", body, headers)
+        return self.decode_for(body, headers, None)
+
+    def decode_for(
+        self, body: bytes, headers: Mapping[str, str], received: Received | None
+    ) -> Envelope:
+        """:meth:`decode`, with ``received`` set on the envelope built (one tuple, not two)."""
+        get = headers.get
+        name = get(Headers.TYPE)
+        content_type = get(Headers.CONTENT_TYPE)
+        # The common case first: a known, non-reserved type under the plain limit.
+        cls = self.registry.resolve(name) if name else None
+        if cls is None or name in RESERVED_TYPES or len(body) > self.max_body:
+            cls = self._refuse(body, headers, name, cls)
+        elif content_type is not None and content_type != JSON:
+            self._check_content_type(body, headers, content_type)
         try:
             message = cls.__pydantic_validator__.validate_json(body)
         except ValidationError as error:
@@ -202,18 +192,19 @@ class JsonSerializer:
                 raise MessageDecodingFailed(
                     "the body is not a JSON object", body, headers
                 ) from None
-            raise ValidationFailed.from_pydantic(name, error) from None
-        message_id = headers.get(Headers.ID)
+            raise ValidationFailed.from_pydantic(cls.message_name, error) from None
+        message_id = get(Headers.ID)
         if not message_id:
             raise MessageDecodingFailed("no courier-id header", body, headers)
-        created = headers.get(Headers.CREATED)
+        created = get(Headers.CREATED)
         if created is not None and len(headers) == 4 and content_type is not None:
             # The common case, a first attempt with no extras: nothing else to read.
             try:
                 timestamp = float(created)
-            except ValueError:
+            except (ValueError, TypeError):
                 raise MessageDecodingFailed("malformed courier header", body, headers) from None
-            return Envelope._build(
+            return _new_tuple(
+                Envelope,
                 (
                     message,
                     message_id,
@@ -227,13 +218,57 @@ class JsonSerializer:
                     None,
                     None,
                     _EMPTY_HEADERS,
-                    None,
-                )
+                    received,
+                ),
             )
-        return self._envelope(message, message_id, body, headers)
+        return self._envelope(message, message_id, body, headers, received)
+
+    def _refuse(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        name: str | None,
+        cls: type[Message] | None,
+    ) -> type[Message]:
+        """Off the fast path: raise in the documented order, or return the class after all."""
+        limit = self.limit_for(name)
+        if len(body) > limit:
+            raise MessageDecodingFailed(
+                f"body of {len(body)} bytes exceeds the limit of {limit} bytes",
+                body,
+                headers,
+            )
+        content_type = headers.get(Headers.CONTENT_TYPE)
+        if content_type is not None and content_type != JSON:
+            self._check_content_type(body, headers, content_type)
+        if not name:
+            raise MessageDecodingFailed("no courier-type header", body, headers)
+        if name in RESERVED_TYPES and not self.internal:
+            raise MessageDecodingFailed(
+                f"reserved type {name!r}: only courier writes it, and only to its failure and "
+                "invalid-message transports",
+                body,
+                headers,
+            )
+        if cls is None:
+            shape = "unknown" if valid_message_name(name) else "invalid"
+            raise MessageDecodingFailed(f"{shape} message type {_shown(name)}", body, headers)
+        return cls
+
+    @staticmethod
+    def _check_content_type(body: bytes, headers: Mapping[str, str], content_type: str) -> None:
+        if content_type.split(";", 1)[0].strip().lower() != JSON:
+            raise MessageDecodingFailed(
+                f"content type {_shown(content_type)} is not {JSON}", body, headers
+            )
 
     def _envelope(
-        self, message: Message, message_id: str, body: bytes, headers: Mapping[str, str]
+        self,
+        message: Message,
+        message_id: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        received: Received | None,
     ) -> Envelope:
         get = headers.get
         try:
@@ -252,7 +287,8 @@ class JsonSerializer:
         if attempt < 1 or not 0 <= priority <= 9:
             raise MessageDecodingFailed("courier header out of range", body, headers)
         extra = {key: value for key, value in headers.items() if key not in Headers.KNOWN}
-        return Envelope._build(
+        return _new_tuple(
+            Envelope,
             (
                 message,
                 message_id,
@@ -266,8 +302,8 @@ class JsonSerializer:
                 error,
                 None,
                 MappingProxyType(extra) if extra else _EMPTY_HEADERS,
-                None,
-            )
+                received,
+            ),
         )
 
 

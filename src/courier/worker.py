@@ -50,7 +50,7 @@ from courier.events import (
 )
 from courier.keepalive import Keepalive
 from courier.stop_signals import StopNow, StopSignals
-from courier.transports.base import NEEDS_ACK, Outcome, Received, Transport
+from courier.transports.base import Outcome, Received, Transport
 from courier.worker_options import WorkerOptions, rss_mib
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class Worker:
             interval=self.options.ack_interval,
             keepalive=self._keepalive,
             on_error=lambda transport, error: self._backoff(self._source_of[id(transport)], error),
+            before=bus.flush,
         )
         self._signals = StopSignals(self._on_first_signal)
         self._started = 0.0
@@ -245,10 +246,8 @@ class Worker:
                 asked += 1  # as good as empty
                 continue
             timeout = min(self.options.sleep, 1.0) if block else 0.0
-            if timeout:
-                self._acks.flush()
             try:
-                batch = source.transport.receive(source.queues, max=wanted, timeout=timeout)
+                batch = self._receive(source, wanted, timeout)
             except TransportError as error:
                 self._backoff(source, error)
                 continue
@@ -277,6 +276,21 @@ class Worker:
         if self.stop_reason is None:
             self._wake.wait(max(self.options.sleep, 0.05))
             self._wake.clear()
+
+    def _receive(self, source: _Source, wanted: int, timeout: float) -> list[Received]:
+        """One receive; pending acknowledgements go out first only if it may block.
+
+        A look that does not wait comes first while acknowledgements are
+        pending: when it brings messages, they wait for their batch; when it
+        brings none, they are flushed before the receive that waits.
+        """
+        transport = source.transport
+        if timeout and self._acks.count:
+            batch = transport.receive(source.queues, max=wanted, timeout=0.0)
+            if batch:
+                return batch
+            self._acks.flush()
+        return transport.receive(source.queues, max=wanted, timeout=timeout)
 
     def _drained(self) -> bool:
         """Nothing ready, in flight or delayed on any consumed queue (``--stop-when-empty``).
@@ -313,7 +327,9 @@ class Worker:
                     break
                 received = batch.pop()
                 self._process(received)
-                if received.outcome not in NEEDS_ACK:
+                outcome = received.outcome
+                # Identity, not ``in NEEDS_ACK``: an Enum hashes in Python code.
+                if outcome is not Outcome.ACK and outcome is not Outcome.DEAD_LETTERED:
                     keepalive.let_go((received,))
         finally:
             # Stopping, or something unexpected escaped: what is left goes back now.

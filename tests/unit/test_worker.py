@@ -532,3 +532,26 @@ def test_stop_when_empty_waits_for_delayed_retries(
     assert runs == [1, 2, 3]
     assert (worker.handled, worker.failed, worker.retried) == (1, 0, 1)
     assert jobs.stats()[0] == QueueStats("jobs", 0, 0, 0, 0)
+
+
+class UnconfirmedOutbox(MemoryTransport):
+    """A transport that confirms in the background, and whose confirms failed."""
+
+    def flush(self) -> None:
+        from courier.errors import PublishNotConfirmed
+
+        raise PublishNotConfirmed("1 earlier message(s) were not confirmed: nacked", ["x"])
+
+
+def test_what_handlers_dispatched_is_flushed_before_their_acks_and_a_failure_gives_back(
+    bus: Bus, run_worker: Callable[..., Worker], add_memory: Callable[..., MemoryTransport]
+) -> None:
+    """An unconfirmed dispatch from a handler: its message is redelivered, never acked."""
+    add_memory(bus, "outbox", cls=UnconfirmedOutbox)
+    handled = handle_all(bus)
+    dispatch(bus, 3)
+    run_worker(bus, ["jobs"], limit=3, ack_batch=50, ack_interval=60)
+    assert sorted(handled) == [0, 1, 2]
+    assert list(spy(bus).acked) == []
+    stats = spy(bus).stats()[0]
+    assert (stats.ready, stats.in_flight) == (3, 0)  # given back, to come again

@@ -48,24 +48,32 @@ class AcknowledgeMiddleware:
         self.policy = policy
 
     def handle(self, envelope: Envelope, next: Next) -> Envelope:
-        received = envelope.received
-        if received is None:
-            return next(envelope)
-        try:
-            result = next(envelope)
-        except TransportError:
-            raise
-        except Exception as error:
-            received.failure = error
-            policy = self.policy
-            if policy is AckPolicy.REJECT_ON_ERROR or isinstance(error, DeliveryLimitExceeded):
-                received.outcome = self.dead_letters.failed(received, envelope, error)
-            elif policy is AckPolicy.NACK_ON_ERROR:
-                received.transport.release(received)
-                received.outcome = Outcome.RELEASED
-            else:
+        return self.wrap(next)(envelope)
+
+    def wrap(self, next: Next) -> Next:
+        """The layer bound to ``next`` (see :func:`~courier.middleware.base.compose`)."""
+
+        def acknowledged(envelope: Envelope) -> Envelope:
+            received = envelope.received
+            if received is None:
+                return next(envelope)
+            try:
+                result = next(envelope)
+            except TransportError:
+                raise
+            except Exception as error:
+                received.failure = error
+                policy = self.policy
+                if policy is AckPolicy.REJECT_ON_ERROR or isinstance(error, DeliveryLimitExceeded):
+                    received.outcome = self.dead_letters.failed(received, envelope, error)
+                elif policy is AckPolicy.NACK_ON_ERROR:
+                    received.transport.release(received)
+                    received.outcome = Outcome.RELEASED
+                else:
+                    received.outcome = Outcome.ACK
+                return envelope
+            if received.outcome is None:
                 received.outcome = Outcome.ACK
-            return envelope
-        if received.outcome is None:
-            received.outcome = Outcome.ACK
-        return result
+            return result
+
+        return acknowledged

@@ -28,7 +28,16 @@ class MaxDeliveriesMiddleware:
         self.guard = guard
 
     def handle(self, envelope: Envelope, next: Next) -> Envelope:
-        received = envelope.received
-        if received is not None:
-            self.guard.check(envelope, received)
-        return next(envelope)
+        return self.wrap(next)(envelope)
+
+    def wrap(self, next: Next) -> Next:
+        """The layer bound to ``next`` (see :func:`~courier.middleware.base.compose`)."""
+        check = self.guard.check
+
+        def guarded(envelope: Envelope) -> Envelope:
+            received = envelope.received
+            if received is not None:
+                check(envelope, received)
+            return next(envelope)
+
+        return guarded

@@ -138,31 +138,44 @@ class RetryMiddleware:
         self.policy = policy or RetryPolicy()
 
     def handle(self, envelope: Envelope, next: Next) -> Envelope:
-        try:
-            return next(envelope)
-        except TransportError:
-            # Settling failed further in: nothing to retry, the broker redelivers.
-            raise
-        except Exception as error:
-            received = envelope.received
-            if received is None:
+        return self.wrap(next)(envelope)
+
+    def wrap(self, next: Next) -> Next:
+        """The layer bound to ``next`` (see :func:`~courier.middleware.base.compose`)."""
+
+        def retrying(envelope: Envelope) -> Envelope:
+            try:
+                return next(envelope)
+            except TransportError:
+                # Settling failed further in: nothing to retry, the broker redelivers.
                 raise
-            transport = received.transport
-            strategy = self.policy.strategy_for(transport.name, envelope.type)
-            if not should_retry(error, envelope.attempt, strategy):
-                raise
-            delay = strategy.delay_for(envelope.attempt)
-            longest = transport.capabilities.max_delay
-            if longest is not None and delay > longest:
-                delay = longest
-            details = ErrorDetails.from_exception(
-                error, transport=transport.name, queue=received.queue
-            )
-            retried = envelope.with_(
-                attempt=envelope.attempt + 1, delay=delay, error=details, received=None
-            )
-            transport.retry(received, retried, delay)
-            received.outcome = Outcome.RETRIED
-            received.failure = error
-            logger.debug("retrying %s as attempt %d in %.3fs", envelope, retried.attempt, delay)
-            return retried
+            except Exception as error:
+                retried = self._failed(envelope, error)
+                if retried is None:
+                    raise
+                return retried
+
+        return retrying
+
+    def _failed(self, envelope: Envelope, error: Exception) -> Envelope | None:
+        """Hand ``envelope`` back for a retry; None: let ``error`` fail it."""
+        received = envelope.received
+        if received is None:
+            return None
+        transport = received.transport
+        strategy = self.policy.strategy_for(transport.name, envelope.type)
+        if not should_retry(error, envelope.attempt, strategy):
+            return None
+        delay = strategy.delay_for(envelope.attempt)
+        longest = transport.capabilities.max_delay
+        if longest is not None and delay > longest:
+            delay = longest
+        details = ErrorDetails.from_exception(error, transport=transport.name, queue=received.queue)
+        retried = envelope.with_(
+            attempt=envelope.attempt + 1, delay=delay, error=details, received=None
+        )
+        transport.retry(received, retried, delay)
+        received.outcome = Outcome.RETRIED
+        received.failure = error
+        logger.debug("retrying %s as attempt %d in %.3fs", envelope, retried.attempt, delay)
+        return retried

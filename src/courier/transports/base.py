@@ -414,6 +414,14 @@ class Transport(ABC):
         """Counts per queue (default: the DSN's queue)."""
         return [QueueStats(queue) for queue in (queues or [self.queue])]
 
+    def flush(self) -> None:
+        """Wait until every message sent so far is confirmed; raise any that was not.
+
+        A no-op for transports whose ``send`` returns once the broker has the
+        message (all of them, unless a DSN asks for background confirms, as
+        AMQP's ``confirm=async`` does).
+        """
+
     def close(self) -> None:
         """Disconnect; the transport may not be used afterwards."""
 
@@ -465,8 +473,15 @@ class Transport(ABC):
             delivery_count,
             self.generation if generation is None else generation,
         )
+        serializer = self.serializer
         try:
-            envelope = self.serializer.decode(body, headers)
+            # courier's own serializer builds the envelope with ``received``
+            # in place: one tuple, not a copy of it.
+            decode_for = getattr(serializer, "decode_for", None)
+            if decode_for is not None:
+                envelope = decode_for(body, headers, received)
+            else:
+                envelope = attach(serializer.decode(body, headers), received)
         except (MessageDecodingFailed, ValidationFailed) as error:
             received.raw = body
             received.raw_headers = dict(headers)
@@ -474,7 +489,7 @@ class Transport(ABC):
             return received
         if transport_message_id is not None:
             envelope = envelope.with_(transport_message_id=transport_message_id)
-        received.envelope = attach(envelope, received)
+        received.envelope = envelope
         return received
 
     def __repr__(self) -> str:

@@ -12,7 +12,10 @@ created. Options, with their defaults: ``queue`` (``default``), ``lease``
 extends it), ``poll_interval`` (0.1 s between looks while ``receive``
 waits), ``busy_timeout`` (5 s to wait for another process's write lock),
 ``synchronous`` (``normal``; ``full`` survives power loss too),
-``max_message_size`` (bytes, none). Unknown options are errors.
+``max_message_size`` (bytes, none), ``wake`` (``true``: a producer wakes
+the workers waiting on the file when it commits, see
+:mod:`courier.transports.sqlite_wake`; the poll stays as the backstop).
+Unknown options are errors.
 
 How it stays correct under concurrency:
 
@@ -52,6 +55,7 @@ from courier.errors import (
     ValidationFailed,
 )
 from courier.transports import sqlite_schema as sql
+from courier.transports import sqlite_wake
 from courier.transports.base import (
     KEPT_HEADER,
     Capabilities,
@@ -87,6 +91,7 @@ class SqliteOptions(TransportOptions):
     busy_timeout: float = Field(5.0, ge=0)
     synchronous: Literal["normal", "full", "extra"] = "normal"
     max_message_size: int | None = Field(None, gt=0)
+    wake: bool = True
 
 
 def _token() -> int:
@@ -133,6 +138,7 @@ class SqliteTransport(Transport):
         busy_timeout: float = 5.0,
         synchronous: str = "normal",
         max_message_size: int | None = None,
+        wake: bool = True,
     ) -> None:
         super().__init__(name=name, queue=queue, serializer=serializer)
         self.path = os.fspath(path)
@@ -143,6 +149,17 @@ class SqliteTransport(Transport):
         if max_message_size is not None:
             self.capabilities = replace(self.capabilities, max_message_size=max_message_size)
         self._db = SqliteConnection(self.path, busy_timeout=busy_timeout, synchronous=synchronous)
+        #: Where waiting workers' wake sockets live (None: poll only).
+        self.wake_directory = (
+            sqlite_wake.wake_directory(self.path)
+            if wake and self.path != ":memory:" and sqlite_wake.supported()
+            else None
+        )
+        self._waker = (
+            sqlite_wake.Waker(self.wake_directory) if self.wake_directory is not None else None
+        )
+        self._listener: sqlite_wake.WakeListener | None = None
+        self._listen_failed = False
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, name: str, serializer: Serializer) -> SqliteTransport:
@@ -157,10 +174,37 @@ class SqliteTransport(Transport):
             busy_timeout=options.busy_timeout,
             synchronous=options.synchronous,
             max_message_size=options.max_message_size,
+            wake=options.wake,
         )
 
     def close(self) -> None:
         self._db.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self._waker is not None:
+            self._waker.close()
+
+    def _wake(self) -> None:
+        """Committed something ready: wake the workers waiting on this file."""
+        if self._waker is not None:
+            self._waker.wake()
+
+    def _listening(self) -> sqlite_wake.WakeListener | None:
+        """This transport's wake socket, bound on the first receive that waits."""
+        listener = self._listener
+        if listener is None and self.wake_directory is not None and not self._listen_failed:
+            try:
+                listener = self._listener = sqlite_wake.WakeListener(self.wake_directory)
+            except OSError as error:
+                self._listen_failed = True
+                logger.warning(
+                    "cannot listen for wakes in %s (%s): polling every %gs",
+                    self.wake_directory,
+                    error,
+                    self.poll_interval,
+                )
+        return listener
 
     def require_existing(self, required: bool = True) -> None:
         """Never create the file (while ``required``): a command that only looks leaves none."""
@@ -189,6 +233,8 @@ class SqliteTransport(Transport):
         row = self._row(envelope, queue or self.queue, envelope.delay)
         with self._db.use("send", PublishNotConfirmed, (envelope.id,)) as connection:
             connection.execute(sql.INSERT, row)
+        if row[5] == sql.READY:
+            self._wake()
         return envelope
 
     def send_many(self, envelopes: Sequence[Envelope], queue: str | None = None) -> list[Envelope]:
@@ -210,6 +256,8 @@ class SqliteTransport(Transport):
             ids = [envelope.id for envelope in envelopes]
             with self._db.transaction("send_many", PublishNotConfirmed, ids) as connection:
                 connection.executemany(sql.INSERT, rows)
+            if any(row[5] == sql.READY for row in rows):
+                self._wake()
         if too_large:
             raise PublishNotConfirmed(
                 f"{len(too_large)} of {len(envelopes)} messages were not sent: {last}", too_large
@@ -228,6 +276,8 @@ class SqliteTransport(Transport):
             names = sorted({*subscriptions, *recorded})
             rows = [(subscription_queue(topic, name), *row[1:]) for name in names]
             connection.executemany(sql.INSERT, rows)
+        if row[5] == sql.READY:
+            self._wake()
 
     def subscriptions(self, topic: str) -> list[str]:
         with self._db.use("subscriptions") as connection:
@@ -238,16 +288,23 @@ class SqliteTransport(Transport):
     def receive(
         self, queues: Sequence[str] | None = None, *, max: int = 1, timeout: float = 0.0
     ) -> list[Received]:
-        """Claim up to ``max`` rows, polling every ``poll_interval`` until ``timeout``.
+        """Claim up to ``max`` rows, waiting up to ``timeout`` for the first.
 
-        The first queue listed is drained first; within a queue, the most
-        urgent priority, then the longest available.
+        A wait ends when a producer's wake arrives (see
+        :mod:`courier.transports.sqlite_wake`) or after ``poll_interval``,
+        whichever comes first, and then claims again. The first queue
+        listed is drained first; within a queue, the most urgent priority,
+        then the longest available.
         """
         if max < 1:
             return []
         names = queues or (self.queue,)
+        listener = self._listening() if timeout > 0 else None
         deadline = time.monotonic() + timeout
         while True:
+            if listener is not None:
+                # Before the claim: a wake sent after it is for a later commit.
+                listener.drain()
             token = _token()
             claimed = self._claim(names, max, token)
             if claimed:
@@ -255,7 +312,10 @@ class SqliteTransport(Transport):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            time.sleep(min(self.poll_interval, remaining))
+            if listener is not None:
+                listener.wait(min(self.poll_interval, remaining))
+            else:
+                time.sleep(min(self.poll_interval, remaining))
 
     def _claim(self, names: Sequence[str], max: int, token: int) -> list[_Claimed]:
         claimed: list[_Claimed] = []
@@ -319,6 +379,8 @@ class SqliteTransport(Transport):
         row = self._row(envelope, "", delay)
         with self._db.use("retry") as connection:
             changed = connection.execute(sql.RETRY, (*row[1:], *received.handle)).rowcount
+        if changed and row[5] == sql.READY:
+            self._wake()
         if not changed:
             logger.warning("%r was claimed by another worker before its retry", received)
 
@@ -329,6 +391,7 @@ class SqliteTransport(Transport):
     def release(self, received: Received) -> None:
         with self._db.use("release") as connection:
             connection.execute(sql.RELEASE, received.handle)
+        self._wake()
 
     def renew(self, received: Received) -> None:
         with self._db.use("renew") as connection:

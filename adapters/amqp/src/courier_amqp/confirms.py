@@ -35,9 +35,11 @@ class PublishBatch:
     large) fails alone. Only the I/O thread settles.
     """
 
-    __slots__ = ("build", "cursor", "event", "ids", "remaining", "status")
+    __slots__ = ("build", "cursor", "event", "ids", "on_done", "remaining", "status")
 
-    def __init__(self, ids: Sequence[str], build: Callable[[int], Outgoing]) -> None:
+    def __init__(
+        self, ids: Sequence[str], build: Callable[[int], Outgoing], *, waited: bool = True
+    ) -> None:
         self.ids = ids
         self.build = build
         #: The next message to publish.
@@ -45,14 +47,19 @@ class PublishBatch:
         #: Per message: None pending, "" confirmed, else why it was not.
         self.status: list[str | None] = [None] * len(ids)
         self.remaining = len(ids)
-        self.event = threading.Event()
-        if not ids:
+        #: None for a batch nobody waits on (``confirm=async``: ``on_done`` reports it).
+        self.event: threading.Event | None = threading.Event() if waited else None
+        #: Called once, on the thread that settles the last message.
+        self.on_done: Callable[[PublishBatch], None] | None = None
+        if not ids and self.event is not None:
             self.event.set()
 
     @classmethod
-    def of(cls, messages: Sequence[Outgoing]) -> PublishBatch:
+    def of(cls, messages: Sequence[Outgoing], *, waited: bool = True) -> PublishBatch:
         """A batch of messages already built."""
-        return cls([message.message_id for message in messages], messages.__getitem__)
+        return cls(
+            [message.message_id for message in messages], messages.__getitem__, waited=waited
+        )
 
     def done(self, index: int, error: str) -> None:
         """Settle one message ("" for confirmed); I/O thread only."""
@@ -60,15 +67,25 @@ class PublishBatch:
             self.status[index] = error
             self.remaining -= 1
             if not self.remaining:
-                self.event.set()
+                if self.event is not None:
+                    self.event.set()
+                if self.on_done is not None:
+                    self.on_done(self)
 
     def fail(self, error: str) -> None:
         for index, status in enumerate(self.status):
             if status is None:
                 self.done(index, error)
 
+    def failures(self) -> dict[str, str]:
+        """What failed so far, by message id."""
+        ids = self.ids
+        return {ids[i]: s for i, s in enumerate(self.status) if s}
+
     def wait(self, timeout: float) -> dict[str, str]:
         """Wait for every confirm; return the failures by message id."""
+        if self.event is None:
+            raise RuntimeError("nobody waits on this batch: its on_done reports it")
         finished = self.event.wait(timeout)
         late = "" if finished else f"no confirm from the broker within {timeout:g}s"
         ids = self.ids

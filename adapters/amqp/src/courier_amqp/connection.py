@@ -136,6 +136,9 @@ class Session:
         self._ready: Future[None] = Future()
         self._futures: set[Future[Any]] = set()
         self._batches: set[PublishBatch] = set()
+        #: Batches handed over with ``hand_over_soon``, not yet on the I/O thread.
+        self._handoff: list[PublishBatch] = []
+        self._handoff_scheduled = False
         self._conn: Any = None
         self._ioloop: Any = None
         # Consuming: the buffers are shared with the worker thread under ``_cond``.
@@ -234,6 +237,31 @@ class Session:
     def hand_over(self, batch: PublishBatch) -> None:
         """Publish a tracked batch; its confirms settle it."""
         self._submit(self._publisher.enqueue, batch)
+
+    def hand_over_soon(self, batch: PublishBatch) -> None:
+        """Track and publish ``batch``; one wake of the I/O thread for many calls.
+
+        For ``confirm=async`` sends, one message each: waking the I/O loop
+        costs a write to its socket, so a wake already pending carries every
+        batch handed over until the I/O thread takes them.
+        """
+        with self._lock:
+            if not self._running or self.lost is not None:
+                raise self.lost_error()
+            self._batches.add(batch)
+            self._handoff.append(batch)
+            if self._handoff_scheduled:
+                return
+            self._handoff_scheduled = True
+            self._ioloop.add_callback_threadsafe(partial(self._safely, self._take_handoff))
+
+    def _take_handoff(self) -> None:
+        with self._lock:
+            batches, self._handoff = self._handoff, []
+            self._handoff_scheduled = False
+        enqueue = self._publisher.enqueue
+        for batch in batches:
+            enqueue(batch)
 
     def limit_prefetch(self, prefetch: int) -> None:
         """Deliveries the broker may send ahead, for consumers started from now on."""

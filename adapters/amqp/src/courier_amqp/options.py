@@ -67,6 +67,12 @@ class AmqpOptions(TransportOptions):
     confirm_window: int = Field(default=1000, ge=1)
     #: Seconds to wait for a publisher confirm before PublishNotConfirmed.
     confirm_timeout: float = Field(default=30.0, gt=0)
+    #: ``each``: ``send`` returns once the broker confirmed the message.
+    #: ``async``: ``send`` returns once the message is written; confirms are
+    #: collected in the background (at most ``confirm_window`` in flight) and
+    #: a nack or return is raised by the next ``send``, by ``flush()`` and by
+    #: ``close()``. Batches (``send_many``), retries and events always wait.
+    confirm: Literal["each", "async"] = "each"
     #: Seconds between heartbeats (the broker may negotiate it down); 0 turns them off.
     heartbeat: int = Field(default=60, ge=0)
     #: Seconds a message held by a dead worker stays invisible. RabbitMQ gives

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -90,6 +92,12 @@ class AmqpTransport(Transport):
         self._sessions = 0
         self._connect = threading.Lock()
         self._closed = False
+        #: confirm=async: sends whose confirms are still out, and the ids and
+        #: reasons of those that failed, not yet raised (I/O thread appends).
+        self._async = options.confirm == "async"
+        self._unconfirmed: set[PublishBatch] = set()
+        self._confirmed = threading.Condition()
+        self._failed: deque[tuple[str, str]] = deque()
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, name: str, serializer: Serializer) -> AmqpTransport:
@@ -216,8 +224,12 @@ class AmqpTransport(Transport):
     def send(self, envelope: Envelope, queue: str | None = None) -> Envelope:
         name = queue or self.queue
         message = self._outgoing(envelope, name, envelope.delay)
+        self._raise_failed()
         session = self._live()
         self._prepare(session, name, envelope.delay > 0)
+        if self._async:
+            self._send_async(session, message)
+            return envelope
         failures = self._confirm(session, PublishBatch.of([message]))
         if failures:
             raise PublishNotConfirmed(
@@ -225,9 +237,88 @@ class AmqpTransport(Transport):
             )
         return envelope
 
+    # -- confirm=async ---------------------------------------------------------
+
+    def _send_async(self, session: Session, message: Outgoing) -> None:
+        """Write ``message`` and return; its confirm settles it in the background."""
+        batch = PublishBatch.of([message], waited=False)
+        batch.on_done = partial(self._settled, session)
+        window = self.options.confirm_window
+        unconfirmed = self._unconfirmed
+        with self._confirmed:
+            if len(unconfirmed) >= window:
+                # The broker is behind: wait for room, as the raw client's window does.
+                deadline = time.monotonic() + self.options.confirm_timeout
+                while len(unconfirmed) >= window:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PublishNotConfirmed(
+                            f"message {message.message_id} was not sent: the broker confirmed "
+                            f"nothing of the {window} in flight within "
+                            f"{self.options.confirm_timeout:g}s",
+                            [message.message_id],
+                        )
+                    self._confirmed.wait(remaining)
+            unconfirmed.add(batch)
+        try:
+            # If the connection goes before the confirm, the batch fails when
+            # its I/O loop stops; the next send, flush or close raises that.
+            session.hand_over_soon(batch)
+        except ConnectionLost:
+            with self._confirmed:
+                unconfirmed.discard(batch)
+            raise
+
+    def _settled(self, session: Session, batch: PublishBatch) -> None:
+        """A send's confirm (or its failure) came; on the I/O thread."""
+        session.forget(batch)
+        failures = batch.failures()
+        if failures:
+            self._failed.extend(failures.items())
+        with self._confirmed:
+            self._unconfirmed.discard(batch)
+            self._confirmed.notify_all()
+
+    def _raise_failed(self) -> None:
+        """Raise what earlier sends' confirms reported, once each."""
+        if not self._failed:
+            return
+        failed: list[tuple[str, str]] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                failed.append(self._failed.popleft())
+        raise PublishNotConfirmed(
+            f"{len(failed)} earlier message(s) were not confirmed: {failed[0][1]} "
+            f"(this call sent nothing)",
+            [message_id for message_id, _ in failed],
+        )
+
+    def flush(self) -> None:
+        """Wait for the confirms of every send so far; raise any that failed.
+
+        A no-op with ``confirm=each`` (every send waited already).
+        """
+        if not self._async:
+            return
+        deadline = time.monotonic() + self.options.confirm_timeout
+        with self._confirmed:
+            while self._unconfirmed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    late = [batch.ids[0] for batch in self._unconfirmed]
+                    self._unconfirmed.clear()
+                    raise PublishNotConfirmed(
+                        f"{len(late)} message(s) had no confirm from the broker within "
+                        f"{self.options.confirm_timeout:g}s",
+                        late,
+                    )
+                self._confirmed.wait(remaining)
+        self._raise_failed()
+
     def send_many(self, envelopes: Sequence[Envelope], queue: str | None = None) -> list[Envelope]:
         if not envelopes:
             return []
+        self._raise_failed()
         name = queue or self.queue
         delayed = False
         for envelope in envelopes:
@@ -255,6 +346,7 @@ class AmqpTransport(Transport):
 
     def publish(self, envelope: Envelope, topic: str, subscriptions: Sequence[str]) -> None:
         body, headers = self.encode(envelope)  # too large: refused before any I/O
+        self._raise_failed()
         delayed = envelope.delay > 0
         exchange = (
             self.topology.delay_exchange(envelope.delay)
@@ -394,11 +486,24 @@ class AmqpTransport(Transport):
         return result
 
     def close(self) -> None:
+        """Close the connection; with ``confirm=async``, first wait for the confirms.
+
+        A send whose confirm failed is raised here, after the connection is
+        closed, if no earlier call raised it.
+        """
+        unconfirmed: PublishNotConfirmed | None = None
+        if self._async and not self._closed:
+            try:
+                self.flush()
+            except PublishNotConfirmed as error:
+                unconfirmed = error
         with self._connect:
             self._closed = True
             session, self._session = self._session, None
         if session is not None:
             session.close(self._timeout)
+        if unconfirmed is not None:
+            raise unconfirmed
 
     # -- for tests and diagnostics -------------------------------------------
 
