@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from courier.acknowledgements import Acknowledgements
@@ -50,8 +48,10 @@ from courier.events import (
 )
 from courier.keepalive import Keepalive
 from courier.stop_signals import StopNow, StopSignals
-from courier.transports.base import Outcome, Received, Transport
+from courier.transports.base import Outcome, Received
+from courier.worker_logging import WorkerLogFilter
 from courier.worker_options import WorkerOptions, rss_mib
+from courier.worker_sources import Source, drained, next_try_in
 
 if TYPE_CHECKING:
     from courier.bus import Bus
@@ -62,15 +62,6 @@ logger = logging.getLogger("courier.worker")
 
 #: Outcomes that mean "failed, and will come again".
 _AGAIN = frozenset({Outcome.RETRIED, Outcome.RELEASED})
-
-
-@dataclass
-class _Source:
-    transport: Transport
-    queues: list[str]
-    #: Broker errors in a row, and when to try this transport again.
-    failures: int = 0
-    retry_at: float = 0.0
 
 
 class Worker:
@@ -92,7 +83,7 @@ class Worker:
         self.options = options or WorkerOptions()
         bus.check(transports)
         self._sources = [
-            _Source(bus.transport(name), bus.consumed_queues(name, subscriptions))
+            Source(bus.transport(name), bus.consumed_queues(name, subscriptions))
             for name in transports
         ]
         self._source_of = {id(source.transport): source for source in self._sources}
@@ -277,7 +268,7 @@ class Worker:
             self._wake.wait(max(self.options.sleep, 0.05))
             self._wake.clear()
 
-    def _receive(self, source: _Source, wanted: int, timeout: float) -> list[Received]:
+    def _receive(self, source: Source, wanted: int, timeout: float) -> list[Received]:
         """One receive; pending acknowledgements go out first only if it may block.
 
         A look that does not wait comes first while acknowledgements are
@@ -301,13 +292,11 @@ class Worker:
         """
         for source in self._sources:
             try:
-                counts = source.transport.stats(source.queues)
+                if not drained(source):
+                    return False
             except TransportError as error:
                 self._backoff(source, error)
                 return False
-            for stats in counts:
-                if (stats.ready or 0) + (stats.in_flight or 0) + (stats.delayed or 0):
-                    return False
         return True
 
     def _process_batch(self, batch: list[Received]) -> None:
@@ -451,23 +440,9 @@ class Worker:
 
     # -- failures of the broker ----------------------------------------------
 
-    def _backoff(self, source: _Source, error: TransportError) -> None:
+    def _backoff(self, source: Source, error: TransportError) -> None:
         """Rest ``source`` with exponential backoff and jitter; the others carry on."""
-        source.failures += 1
-        options = self.options
-        wait = min(
-            options.reconnect_max_delay, options.reconnect_delay * 2 ** min(source.failures - 1, 30)
-        )
-        wait *= random.uniform(0.5, 1.5)
-        source.retry_at = time.monotonic() + wait
-        logger.warning(
-            "transport %r failed (%s: %s); trying again in %.1fs (attempt %d)",
-            source.transport.name,
-            type(error).__name__,
-            error,
-            wait,
-            source.failures,
-        )
+        wait = source.rest(error, self.options)
         self._emit(
             TransportFailed,
             transport=source.transport.name,
@@ -479,12 +454,7 @@ class Worker:
     def _wait_for_a_transport(self) -> None:
         """Some transport is backing off: wait for it, or a while if others answer."""
         self._acks.flush()
-        now = time.monotonic()
-        resting = [source.retry_at for source in self._sources if source.retry_at > now]
-        wait = (min(resting) - now) if resting else 0.0
-        if len(resting) < len(self._sources):
-            # The healthy ones were empty just now: look again after ``sleep``.
-            wait = min(wait, max(self.options.sleep, 0.05))
+        wait = next_try_in(self._sources, self.options.sleep)
         if wait > 0 and self.stop_reason is None:
             self._wake.wait(wait)
             self._wake.clear()
@@ -513,17 +483,3 @@ def _asks_to_stop(error: BaseException) -> bool:
     if isinstance(error, StopWorker):
         return True
     return isinstance(error, HandlerFailed) and any(isinstance(e, StopWorker) for e in error.errors)
-
-
-class WorkerLogFilter(logging.Filter):
-    """Adds ``worker_id`` and ``instance_id`` to every record that passes a handler."""
-
-    def __init__(self, worker_id: str = "-", instance_id: str = "-") -> None:
-        super().__init__()
-        self.worker_id = worker_id
-        self.instance_id = instance_id
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker_id = self.worker_id
-        record.instance_id = self.instance_id
-        return True
