@@ -24,6 +24,13 @@ mean courier costs nothing on top of SQLite.
 A fourth line, ``worker``, consumes through the full stack (Bus, Worker,
 consume middleware, a no-op handler, batched acks) for orientation.
 
+A fifth, ``huey``, is the peer: huey's ``SqliteHuey`` (when huey is
+installed: the ``bench`` dependency group) running the same messages as
+tasks the way its worker does (``dequeue`` then ``execute``, one task per
+transaction), against the same courier ``worker`` figure. huey deletes a
+task when it dequeues it (at most once: a crash mid-task loses it), so it
+does less than courier's claim, handle, then acknowledge.
+
 Each figure is the median of ``--runs`` runs, with raw and courier
 interleaved so machine noise hits both; the ratio is the median of the
 runs' own ratios.
@@ -217,6 +224,36 @@ def courier_worker(path: Path, count: int, sync: str, batch: int) -> float:
     return elapsed
 
 
+def huey_worker(path: Path, messages: list[BenchEmail]) -> float:
+    """huey's SQLite queue: tasks enqueued before the clock, then its worker's loop."""
+    from huey import SqliteHuey
+
+    huey = SqliteHuey(filename=str(path), results=False, utc=True)
+    handled = 0
+
+    @huey.task()
+    def handle(to: str, subject: str, body: str) -> None:
+        nonlocal handled
+        handled += 1
+
+    for message in messages:
+        handle(message.to, message.subject, message.body)
+    started = time.perf_counter()
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+    elapsed = time.perf_counter() - started
+    assert handled == len(messages), f"huey handled {handled} of {len(messages)}"
+    return elapsed
+
+
+def huey_installed() -> bool:
+    try:
+        import huey  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # -- the run ------------------------------------------------------------------
 
 
@@ -248,6 +285,10 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[list[float], list[float
             courier_publish_batched(base / "c3.db", envelopes, sync, batch)
             results["worker"][0].append(results["consume + ack"][0][-1])
             record("worker", 1, courier_worker(base / "c3.db", count, sync, batch))
+            if huey_installed():
+                results.setdefault("huey", ([], []))
+                record("huey", 0, huey_worker(base / "huey.db", messages))
+                results["huey"][1].append(results["worker"][1][-1])
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     return results
 
@@ -268,12 +309,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{'phase':<18}{'raw sqlite3':>14}{'courier':>12}{'ratio':>8}")
     for name, (raw, ours) in results.items():
-        label = "worker (full)" if name == "worker" else name
+        label = {"worker": "worker (full)", "huey": "huey (peer)"}.get(name, name)
         # The median of each run's own ratio: raw and courier ran back to
         # back, so the machine's load changes less between them than between runs.
         ratio = median(o / r for r, o in zip(raw, ours, strict=True))
         print(f"{label:<18}{median(raw):>14,.0f}{median(ours):>12,.0f}{ratio:>8.2f}")
     print("\nworker (full): Bus + Worker + consume middleware, vs raw consume + ack.")
+    if "huey" in results:
+        print("huey (peer): SqliteHuey dequeue + execute (raw column), vs the courier worker.")
     print("ratio: the median of the runs' ratios (raw and courier measured back to back).")
 
 
