@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from courier.testing.waiting import wait_for
+
 pytestmark = pytest.mark.slow
 
 COURIER = str(Path(sys.executable).with_name("courier"))
@@ -130,15 +132,6 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
 def test_two_workers_handle_every_message_exactly_once(project: Project) -> None:
     project.dispatch(200)
     workers = [project.spawn("--stop-when-empty", "--sleep", "0.5", slow=0.01) for _ in range(2)]
@@ -156,7 +149,7 @@ def test_a_killed_worker_loses_nothing(tmp_path: Path) -> None:
     project.dispatch(200)
     victim = project.spawn("--prefetch", "10", slow=0.02)
     survivor = project.spawn("--prefetch", "10", slow=0.02)
-    wait_for(lambda: len(project.entries("done")) >= 40)
+    wait_for(lambda: len(project.entries("done")) >= 40, 30)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=10)
     wait_for(lambda: set(project.done()) == set(range(200)), timeout=60)
@@ -173,7 +166,7 @@ def test_a_killed_worker_loses_nothing(tmp_path: Path) -> None:
 def test_sigterm_mid_handler_finishes_and_acknowledges(project: Project) -> None:
     project.dispatch(1)
     worker = project.spawn(slow=1.5)
-    wait_for(lambda: project.entries("start"))
+    wait_for(lambda: project.entries("start"), 30)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err

@@ -14,6 +14,7 @@ from courier.errors import TransportError
 from courier.events import StopReason
 from courier.heartbeat import Heartbeat
 from courier.status import MemoryStatusStore, WorkerStatus
+from courier.testing.waiting import wait_for
 from courier.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
@@ -65,13 +66,6 @@ def running(worker: Worker) -> threading.Thread:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     return thread
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_no_write_per_message_one_beat_at_start_and_one_at_stop(bus: Bus) -> None:

@@ -29,6 +29,7 @@ from courier.pool import (
     jittered_memory_limit,
     jittered_time_limit,
 )
+from courier.testing.waiting import wait_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,13 +62,6 @@ def patient(tmp_path: Path, linger: float = 0.2) -> list[str]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def wait_for(done: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_pool_exit_codes_are_the_cli_s() -> None:
@@ -168,7 +162,9 @@ def test_should_stop_stops_every_child_gracefully_and_restarts_none(tmp_path: Pa
         should_stop=flag.exists,
         say=lambda line: None,
     )
-    waiter = threading.Thread(target=lambda: wait_for(lambda: len(lines(tmp_path / "starts")) == 3))
+    waiter = threading.Thread(
+        target=lambda: wait_for(lambda: len(lines(tmp_path / "starts")) == 3, 10)
+    )
     waiter.start()
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(pool.run()))
@@ -211,7 +207,7 @@ def test_signals_are_forwarded_and_a_second_one_stops_at_once(tmp_path: Path) ->
     pool = Pool(patient(tmp_path, linger=5.0), PoolOptions(2, "w", tick=0.02), say=said.append)
 
     def signal_twice() -> None:
-        wait_for(lambda: len(lines(tmp_path / "starts")) == 2)
+        wait_for(lambda: len(lines(tmp_path / "starts")) == 2, 10)
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.3)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,7 @@ import pytest
 
 from courier import Bus, Message
 from courier.dead_letters import InvalidMessage
+from courier.testing.waiting import wait_for
 from courier.transports.memory import MemoryTransport
 from courier.worker import Worker, WorkerOptions
 
@@ -26,13 +26,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.amqp-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_raw_bad_bytes_end_in_the_invalid_transport_and_the_worker_goes_on(janitor: Any) -> None:

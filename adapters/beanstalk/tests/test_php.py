@@ -9,7 +9,6 @@ invalid message with its reason.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, ClassVar
 
 import pytest
@@ -20,6 +19,7 @@ from courier.envelope import Envelope
 from courier.errors import MessageDecodingFailed, ValidationFailed
 from courier.serializer import JsonSerializer, pack
 from courier.testing.contract import contract_serializer
+from courier.testing.waiting import wait_for
 from courier_beanstalk import PhpJobSerializer
 
 pytestmark = pytest.mark.beanstalk
@@ -38,13 +38,6 @@ class Welcome(Message):
     message_name: ClassVar[str] = "user.welcome"
 
     name: str
-
-
-def wait_for(condition: Any, timeout: float, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def php_job(job: str, data: Any, **extra: Any) -> bytes:

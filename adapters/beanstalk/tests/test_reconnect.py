@@ -32,6 +32,7 @@ from courier.errors import ConnectionLost, PublishNotConfirmed
 from courier.testing.contract import ContractMessage
 from courier.testing.proxy import TcpProxy
 from courier.testing.services import in_ci
+from courier.testing.waiting import wait_for
 from courier.transports.dsn import Dsn
 from courier.worker import Worker, WorkerOptions
 
@@ -42,13 +43,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.beanstalk-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from courier import Bus, Message
 from courier.dead_letters import InvalidMessage
 from courier.serializer import pack
+from courier.testing.waiting import wait_for
 
 pytestmark = pytest.mark.beanstalk
 
@@ -25,13 +26,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.beanstalk-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from redis.crc import key_slot
 from courier import Bus, Message
 from courier.envelope import Envelope
 from courier.testing.contract import ContractEvent, ContractMessage
+from courier.testing.waiting import wait_for
 from courier.transports.base import subscription_queue
 from courier.worker import Worker, WorkerOptions
 
@@ -28,13 +29,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.redis-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def node_of(janitor: Any, queue: str) -> str:

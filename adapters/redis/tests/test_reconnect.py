@@ -24,6 +24,7 @@ from courier.envelope import Envelope
 from courier.errors import ConnectionLost, PublishNotConfirmed
 from courier.testing.contract import ContractMessage
 from courier.testing.proxy import TcpProxy
+from courier.testing.waiting import wait_for
 from courier.transports.base import Unacked
 from courier.transports.dsn import Dsn
 from courier.worker import Worker, WorkerOptions
@@ -35,13 +36,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.redis-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 class Proxy(TcpProxy):

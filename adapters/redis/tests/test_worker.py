@@ -22,6 +22,7 @@ from courier import Bus, Message
 from courier.dead_letters import InvalidMessage
 from courier.registry import MessageRegistry
 from courier.serializer import JsonSerializer
+from courier.testing.waiting import wait_for
 from courier.worker import Worker, WorkerOptions
 from courier_redis import RedisTransport
 
@@ -34,13 +35,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.redis-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float, what: str = "a condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Ledger:

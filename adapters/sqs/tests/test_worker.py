@@ -24,6 +24,7 @@ from courier import Bus, Message
 from courier.dead_letters import InvalidMessage
 from courier.registry import MessageRegistry
 from courier.serializer import JsonSerializer
+from courier.testing.waiting import wait_for
 from courier.transports.dsn import Dsn
 from courier.transports.memory import MemoryTransport
 from courier.transports.sqlite import SqliteTransport
@@ -38,13 +39,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.sqs-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def read_ledger(path: Path) -> list[tuple[int, float]]:

@@ -19,6 +19,7 @@ import pytest
 from courier.envelope import Envelope
 from courier.errors import ConnectionLost, PublishNotConfirmed, TransportError
 from courier.testing.contract import ContractEvent, ContractMessage, contract_serializer
+from courier.testing.waiting import wait_for
 from courier_stomp import StompTransport
 from courier_stomp.connection import BrokerError
 from courier_stomp.transport import REJECT_REASON
@@ -38,13 +39,6 @@ def receive(
     while len(got) < count and time.monotonic() < deadline:
         got += transport.receive(max=count - len(got), timeout=deadline - time.monotonic(), **kw)
     return got
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- publishing ----------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 
 from courier import Bus, Message
 from courier.dead_letters import InvalidMessage
+from courier.testing.waiting import wait_for
 from courier.transports.sqlite import SqliteTransport
 from courier.worker import Worker, WorkerOptions
 
@@ -36,13 +37,6 @@ class Job(Message):
     message_name: ClassVar[str] = "courier.stomp-test.job"
 
     n: int
-
-
-def wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 class Ledger:

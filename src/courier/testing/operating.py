@@ -19,12 +19,13 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from courier.config import build_bus, load_settings
 from courier.testing.scenarios import Project, courier_command
+from courier.testing.waiting import wait_for
 
 if TYPE_CHECKING:
     from courier.bus import Bus
@@ -56,14 +57,6 @@ def start_worker(project: Project, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_for(done: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -124,14 +117,14 @@ def workers_lists_a_worker_then_shows_it_dead(project: Project) -> None:
     worker = start_worker(project, "--id", "box.1")
     try:
         with configured_bus(project) as bus:
-            wait_for(lambda: len(rows(bus)) == 1, "the worker's first beat")
+            wait_for(lambda: len(rows(bus)) == 1, 15, "the worker's first beat")
             (row,) = workers(project)
             assert row["verdict"] == "alive", row
             assert (row["worker_id"], row["pid"], row["state"]) == ("box.1", worker.pid, "idle")
             assert row["queues"] == {"jobs": ["jobs"]}
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
-            wait_for(lambda: rows(bus)[0].is_dead(time.time()), "the beats to stop")
+            wait_for(lambda: rows(bus)[0].is_dead(time.time()), 15, "the beats to stop")
         table = project.courier("workers")
         assert "box.1" in table.stdout, table.stdout
         assert "dead (idle)" in table.stdout, table.stdout
@@ -144,12 +137,12 @@ def workers_flags_a_stalled_worker_and_health_fails(project: Project) -> None:
     worker = start_worker(project, "--prefetch", "1")
     try:
         with configured_bus(project) as bus:
-            wait_for(lambda: len(rows(bus)) == 1, "the worker's first beat")
+            wait_for(lambda: len(rows(bus)) == 1, 15, "the worker's first beat")
             healthy = project.courier("health", "--stalled-after", "1")
             assert healthy.returncode == 0, healthy.stdout + healthy.stderr
             assert healthy.stdout.startswith("healthy: 1 live worker, 0 messages ready")
             dispatch_jobs(project, [{"n": 0, "sleep": 60}, {"n": 1}, {"n": 2}, {"n": 3}])
-            wait_for(lambda: rows(bus)[0].state == "handling scenario.job", "the stuck handler")
+            wait_for(lambda: rows(bus)[0].state == "handling scenario.job", 15, "the stuck handler")
             time.sleep(1.2)
         table = project.courier("workers", "--stalled-after", "1")
         assert "STALLED handling scenario.job" in table.stdout, table.stdout
@@ -169,9 +162,9 @@ def stop_workers_stops_every_worker_after_its_message(project: Project, count: i
     running = [start_worker(project, "--prefetch", "1") for _ in range(count)]
     try:
         with configured_bus(project) as bus:
-            wait_for(lambda: len(rows(bus)) == count, "every worker's first beat", 30)
+            wait_for(lambda: len(rows(bus)) == count, 30, "every worker's first beat")
             dispatch_jobs(project, [{"n": n, "sleep": 1.0} for n in range(count * 20)])
-            wait_for(lambda: len(project.started()) >= count, "every worker in a handler")
+            wait_for(lambda: len(project.started()) >= count, 15, "every worker in a handler")
             stop = project.courier("stop-workers")
             assert stop.returncode == 0, stop.stderr
             assert f"asked {count} running workers to stop" in stop.stdout
@@ -196,10 +189,10 @@ def pause_keeps_messages_waiting_until_resume(project: Project) -> None:
     worker = start_worker(project)
     try:
         with configured_bus(project) as bus:
-            wait_for(lambda: len(rows(bus)) == 1, "the worker's first beat")
+            wait_for(lambda: len(rows(bus)) == 1, 15, "the worker's first beat")
             paused = project.courier("pause", "jobs")
             assert paused.returncode == 0, paused.stderr
-            wait_for(lambda: rows(bus)[0].state == "paused", "the paused state")
+            wait_for(lambda: rows(bus)[0].state == "paused", 15, "the paused state")
             dispatch_jobs(project, [{"n": n} for n in range(5)])
             time.sleep(1.0)
             assert project.handled() == {}
@@ -207,7 +200,7 @@ def pause_keeps_messages_waiting_until_resume(project: Project) -> None:
             assert counts.ready == 5
             resumed = project.courier("resume", "jobs")
             assert resumed.returncode == 0, resumed.stderr
-            wait_for(lambda: len(project.handled()) == 5, "the jobs handled after resume")
+            wait_for(lambda: len(project.handled()) == 5, 15, "the jobs handled after resume")
             assert worker.poll() is None
     finally:
         _kill(worker)
@@ -286,26 +279,26 @@ def pool_replaces_a_killed_child_counts_in_one_endpoint_and_obeys_stop_workers(
         )
     try:
         with configured_bus(project) as bus:
-            wait_for(lambda: len(rows(bus)) == 3, "every child's first beat", 60)
+            wait_for(lambda: len(rows(bus)) == 3, 60, "every child's first beat")
             (victim,) = [row.pid for row in rows(bus) if row.worker_id == "box.2"]
             os.kill(victim, signal.SIGKILL)
-            wait_for(lambda: len(rows(bus)) == 4, "the replacement's first beat", 30)
+            wait_for(lambda: len(rows(bus)) == 4, 30, "the replacement's first beat")
             listed = {row["pid"]: row for row in workers(project, "--all")}
             (new,) = [
                 row for pid, row in listed.items() if row["worker_id"] == "box.2" and pid != victim
             ]
             assert new["verdict"] == "alive", listed
             assert new["instance_id"] != listed[victim]["instance_id"]
-            wait_for(lambda: rows_by_pid(bus)[victim].is_dead(time.time()), "the victim dead")
+            wait_for(lambda: rows_by_pid(bus)[victim].is_dead(time.time()), 15, "the victim dead")
             alive = sorted(row.worker_id for row in rows(bus) if not row.is_dead(time.time()))
             assert alive == ["box.1", "box.2", "box.3"]
 
             dispatch_jobs(project, [{"n": n} for n in range(jobs)])
-            wait_for(lambda: len(project.handled()) == jobs, "every job handled", 60)
-            wait_for(lambda: _handled_total(port) == jobs, "the endpoint to count them all")
+            wait_for(lambda: len(project.handled()) == jobs, 60, "every job handled")
+            wait_for(lambda: _handled_total(port) == jobs, 15, "the endpoint to count them all")
 
             dispatch_jobs(project, [{"n": n, "sleep": 1.0} for n in range(jobs, jobs + 30)])
-            wait_for(lambda: len(project.started()) >= jobs + 3, "three handlers running")
+            wait_for(lambda: len(project.started()) >= jobs + 3, 15, "three handlers running")
             stop = project.courier("stop-workers")
             assert stop.returncode == 0, stop.stderr
             ordered = time.monotonic()
