@@ -34,43 +34,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 import greenstalk
+from workload import SendEmail, in_fresh_process, payload
 
-from courier import Bus, Message
+from courier import Bus
 from courier.transports.dsn import Dsn
 from courier.worker import Worker, WorkerOptions
 
 DEFAULT_URL = "beanstalk://127.0.0.1:11300"
 TTR = 60
 PRIORITY = 1024
-
-
-class SendEmail(Message):
-    message_name: ClassVar[str] = "bench.send-email"
-
-    n: int
-    to: str
-    subject: str
-    body: str
-
-
-def payload(n: int) -> dict[str, Any]:
-    """About 200 bytes of JSON."""
-    return {
-        "n": n,
-        "to": f"customer{n:06d}@example.com",
-        "subject": f"Your order {n:08d} has shipped",
-        "body": "Hello, your parcel left our warehouse today and should arrive soon. "
-        "Thanks for shopping with us!",
-    }
 
 
 def address(url: str) -> tuple[str, int]:
@@ -189,10 +168,6 @@ def fill(url: str, tube: str, count: int) -> None:
     bus.close()
 
 
-def _child(target: Callable[..., Any], args: tuple[Any, ...], results: Any) -> None:
-    results.put(target(*args))
-
-
 def measure(
     url: str, case: Callable[..., tuple[float, float]], count: int, prefill: bool
 ) -> tuple[float, float]:
@@ -206,12 +181,7 @@ def measure(
             raw.close()
         else:
             fill(url, tube, count)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(case, (url, tube, count), results))
-    process.start()
-    rate, cpu = results.get(timeout=600)
-    process.join()
+    rate, cpu = in_fresh_process(case, (url, tube, count), timeout=600)
     raw = client(url, tube)
     left = 0
     try:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -41,11 +40,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import redis
+from workload import SendEmail, in_fresh_process, payload
 
-from courier import Bus, Message
+from courier import Bus
 from courier.transports.dsn import Dsn
 from courier.worker import Worker, WorkerOptions
 from courier_redis.keys import queue_keys
@@ -55,26 +55,6 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 TAG = os.environ.setdefault("COURIER_BENCH_TAG", f"bench-{uuid.uuid4().hex[:8]}")
 PREFIX = f"{TAG}:"
 GROUP = "courier"
-
-
-class SendEmail(Message):
-    message_name: ClassVar[str] = "bench.send-email"
-
-    n: int
-    to: str
-    subject: str
-    body: str
-
-
-def payload(n: int) -> dict[str, Any]:
-    """About 200 bytes of JSON."""
-    return {
-        "n": n,
-        "to": f"customer{n:06d}@example.com",
-        "subject": f"Your order {n:08d} has shipped",
-        "body": "Hello, your parcel left our warehouse today and should arrive soon. "
-        "Thanks for shopping with us!",
-    }
 
 
 def client(url: str) -> redis.Redis:
@@ -233,10 +213,6 @@ def fill(url: str, queue: str, count: int) -> None:
     bus.close()
 
 
-def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) -> None:
-    results.put(target(*args))
-
-
 def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> float:
     """Run ``case`` in a fresh process on a fresh queue; messages per second."""
     queue = f"q{uuid.uuid4().hex[:6]}"
@@ -245,12 +221,7 @@ def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> 
     setup.close()
     if prefill:
         fill(url, queue, count)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(case, (url, queue, count), results))
-    process.start()
-    rate = float(results.get(timeout=900))
-    process.join()
+    rate = float(in_fresh_process(case, (url, queue, count), timeout=900))
     r = client(url)
     left = r.xlen(stream(queue))
     pending = r.xpending(stream(queue), GROUP)["pending"]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -44,37 +43,18 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import boto3
+from workload import SendEmail, in_fresh_process, payload
 
-from courier import Bus, Message
+from courier import Bus
 from courier.worker import Worker, WorkerOptions
 from courier_sqs import SqsTransport
 
 KEY, SECRET, REGION = "bench", "bench-secret", "us-east-1"
 #: Shared with the spawned children through the environment.
 TAG = os.environ.setdefault("COURIER_BENCH_TAG", f"bench{uuid.uuid4().hex[:8]}")
-
-
-class SendEmail(Message):
-    message_name: ClassVar[str] = "bench.send-email"
-
-    n: int
-    to: str
-    subject: str
-    body: str
-
-
-def payload(n: int) -> dict[str, Any]:
-    """About 200 bytes of JSON."""
-    return {
-        "n": n,
-        "to": f"customer{n:06d}@example.com",
-        "subject": f"Your order {n:08d} has shipped",
-        "body": "Hello, your parcel left our warehouse today and should arrive soon. "
-        "Thanks for shopping with us!",
-    }
 
 
 def raw_client(endpoint: str) -> Any:
@@ -255,10 +235,6 @@ def courier_consume(endpoint: str, queues: list[str], count: int) -> float:
 # -- the harness ---------------------------------------------------------------
 
 
-def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) -> None:
-    results.put(target(*args))
-
-
 def fill(endpoint: str, queues: list[str], count: int) -> None:
     made = buses(endpoint, queues)
     for bus, numbers in zip(made, shares(queues, count), strict=True):
@@ -276,12 +252,7 @@ def measure(
     urls = [client.create_queue(QueueName=queue)["QueueUrl"] for queue in queues]
     if prefill:
         fill(endpoint, queues, count)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(case, (endpoint, queues, count), results))
-    process.start()
-    rate = float(results.get(timeout=900))
-    process.join()
+    rate = float(in_fresh_process(case, (endpoint, queues, count), timeout=900))
     left = 0
     for url in urls:
         attributes = client.get_queue_attributes(

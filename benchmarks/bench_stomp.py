@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -46,12 +45,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import pika  # type: ignore[import-untyped]
 import stomp  # type: ignore[import-untyped]
+from workload import SendEmail, in_fresh_process, payload
 
-from courier import Bus, Message
+from courier import Bus
 from courier.transports.dsn import Dsn
 from courier.worker import Worker, WorkerOptions
 
@@ -60,26 +60,6 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 #: Shared with the spawned children through the environment.
 TAG = os.environ.setdefault("COURIER_BENCH_TAG", f"bench-{uuid.uuid4().hex[:8]}")
 OPTIONS = {"delay_prefix": f"{TAG}.delay"}
-
-
-class SendEmail(Message):
-    message_name: ClassVar[str] = "bench.send-email"
-
-    n: int
-    to: str
-    subject: str
-    body: str
-
-
-def payload(n: int) -> dict[str, Any]:
-    """About 200 bytes of JSON."""
-    return {
-        "n": n,
-        "to": f"customer{n:06d}@example.com",
-        "subject": f"Your order {n:08d} has shipped",
-        "body": "Hello, your parcel left our warehouse today and should arrive soon. "
-        "Thanks for shopping with us!",
-    }
 
 
 def dsn(url: str, queue: str, **options: str) -> str:
@@ -263,10 +243,6 @@ def fill(url: str, queue: str, count: int) -> None:
     bus.close()
 
 
-def _child(target: Callable[..., float], args: tuple[Any, ...], results: Any) -> None:
-    results.put(target(*args))
-
-
 def measure(
     url: str, amqp_url: str, case: Callable[..., float], count: int, prefill: bool
 ) -> float:
@@ -277,12 +253,7 @@ def measure(
     setup.close()
     if prefill:
         fill(url, queue, count)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(case, (url, queue, count), results))
-    process.start()
-    rate = float(results.get(timeout=600))
-    process.join()
+    rate = float(in_fresh_process(case, (url, queue, count), timeout=600))
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     left = channel.queue_declare(queue, passive=True).method.message_count
