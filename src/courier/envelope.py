@@ -10,6 +10,7 @@ tuple is the cheapest immutable object Python has.
 from __future__ import annotations
 
 import os
+import random
 import time
 import traceback
 from collections.abc import Mapping
@@ -35,9 +36,32 @@ MAX_TRACEBACK_FRAMES = 30
 _EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
+#: Where message ids come from: a generator of this process's own, seeded
+#: from the OS and seeded again in every forked child (so two processes
+#: never share a sequence), and never reseeded by an application's
+#: ``random.seed``.
+_ids = random.Random(os.urandom(32))
+
+
+def _reseed_ids() -> None:
+    _ids.seed(os.urandom(32))
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def new_message_id() -> str:
-    """A random 128-bit id as 32 hex digits (a UUID4's entropy, a quarter of its cost)."""
-    return os.urandom(16).hex()
+    """A random 128-bit id as 32 hex digits, unique across processes.
+
+    Not ``os.urandom`` per id: it releases the GIL for its system call, so
+    a dispatching thread gives the GIL away on every message to whichever
+    thread wants it (AMQP's I/O thread, a web server's other requests) and
+    waits to get it back: 20 µs per dispatch with AMQP's ``confirm=async``
+    instead of 0.3. An id needs to be unique, not secret (a producer may set
+    any id it likes), and 128 bits from a generator seeded with 256 bits
+    from the OS are.
+    """
+    return f"{_ids.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True, slots=True)

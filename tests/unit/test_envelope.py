@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import enum
+import os
+import random
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
 from courier import ConfigurationError, Envelope, ErrorDetails, Message
+from courier.envelope import new_message_id
 from courier.transports.base import Received
 from courier.transports.memory import MemoryTransport
 
@@ -220,3 +224,28 @@ def test_error_class_is_qualified_outside_builtins() -> None:
     details = ErrorDetails.from_exception(ConfigurationError("bad"))
     assert details.error_class == "courier.errors.ConfigurationError"
     assert details.short_class == "ConfigurationError"
+
+
+def test_message_ids_are_128_bits_in_hex_and_an_application_seed_cannot_repeat_them() -> None:
+    random.seed(7)
+    first = new_message_id()
+    random.seed(7)
+    second = new_message_id()
+    assert first != second
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert len({new_message_id() for _ in range(10_000)}) == 10_000
+
+
+def test_a_forked_child_draws_other_message_ids_than_its_parent() -> None:
+    # Without the reseed at fork, both would draw the same next id from the same state.
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(writing, new_message_id().encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(pid, 0)
+    child = os.read(reading, 64).decode()
+    os.close(reading)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child != new_message_id()
