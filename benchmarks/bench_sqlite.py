@@ -24,6 +24,15 @@ mean courier costs nothing on top of SQLite.
 A fourth line, ``worker``, consumes through the full stack (Bus, Worker,
 consume middleware, a no-op handler, batched acks) for orientation.
 
+Then the same two courier figures against a raw consumer that also does
+what any typed consumer must do with each row (``+ decode``): parse the
+headers column with ``json.loads``, find the class its type names,
+``model_validate_json`` the body into it and call a handler. The gap
+between the plain and the ``+ decode`` ratios is the price of the message
+contract (a validated pydantic object per message) that raw SQL skips;
+what is left is courier's own machinery (envelope, delivery record, poison
+guard, retries, batched acknowledgements).
+
 A fifth, ``huey``, is the peer: huey's ``SqliteHuey`` (when huey is
 installed: the ``bench`` dependency group) running the same messages as
 tasks the way its worker does (``dequeue`` then ``execute``, one task per
@@ -39,6 +48,7 @@ runs' own ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import statistics
@@ -134,8 +144,21 @@ def raw_publish_batched(path: Path, rows: list[tuple[object, ...]], sync: str, b
     return elapsed
 
 
-def raw_consume(path: Path, count: int, sync: str, batch: int) -> float:
+def raw_consume(path: Path, count: int, sync: str, batch: int, *, decode: bool = False) -> float:
+    """Claim and delete in batches; with ``decode``, also what a typed consumer must do per row.
+
+    That is: parse the headers, find the class the type header names,
+    validate the body into it and call the handler, all with the public
+    API of ``json`` and pydantic. No envelope, no retries, no dead letters.
+    """
     connection = raw_connect(path, sync)
+    classes: dict[str, type[Message]] = {BenchEmail.message_name: BenchEmail}
+    handled = 0
+
+    def handle(message: Message) -> None:
+        nonlocal handled
+        handled += 1
+
     done = 0
     token = 1
     started = time.perf_counter()
@@ -144,12 +167,17 @@ def raw_consume(path: Path, count: int, sync: str, batch: int) -> float:
         connection.execute("BEGIN IMMEDIATE")
         rows = connection.execute(CLAIM, (token, time.time() + 30, "bench", batch)).fetchall()
         connection.execute("COMMIT")
+        if decode:
+            for _, body, text in rows:
+                headers = json.loads(text)
+                handle(classes[headers["courier-type"]].model_validate_json(body))
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany(DELETE, [(row[0], token) for row in rows])
         connection.execute("COMMIT")
         done += len(rows)
     elapsed = time.perf_counter() - started
     connection.close()
+    assert handled == (count if decode else 0)
     return elapsed
 
 
@@ -260,7 +288,14 @@ def huey_installed() -> bool:
 def measure(args: argparse.Namespace) -> dict[str, tuple[list[float], list[float]]]:
     count, batch, sync = args.messages, args.batch, args.synchronous
     messages = make_messages(count)
-    phases = ("publish, single", "publish, batched", "consume + ack", "worker")
+    phases = (
+        "publish, single",
+        "publish, batched",
+        "consume + ack",
+        "worker",
+        "consume + decode",
+        "worker + decode",
+    )
     results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in phases}
 
     def record(name: str, side: int, seconds: float) -> None:
@@ -285,6 +320,12 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[list[float], list[float
             courier_publish_batched(base / "c3.db", envelopes, sync, batch)
             results["worker"][0].append(results["consume + ack"][0][-1])
             record("worker", 1, courier_worker(base / "c3.db", count, sync, batch))
+            raw_publish_batched(base / "raw3.db", rows, sync, batch)
+            decoding = raw_consume(base / "raw3.db", count, sync, batch, decode=True)
+            record("consume + decode", 0, decoding)
+            results["consume + decode"][1].append(results["consume + ack"][1][-1])
+            record("worker + decode", 0, decoding)
+            results["worker + decode"][1].append(results["worker"][1][-1])
             if huey_installed():
                 results.setdefault("huey", ([], []))
                 record("huey", 0, huey_worker(base / "huey.db", messages))
@@ -308,8 +349,18 @@ def main(argv: list[str] | None = None) -> None:
         f"WAL, synchronous={args.synchronous}, median of {args.runs} runs (msgs/s)\n"
     )
     print(f"{'phase':<18}{'raw sqlite3':>14}{'courier':>12}{'ratio':>8}")
+    huey = results.pop("huey", None)
+    if huey is not None:
+        results["huey"] = huey  # last, after the raw + decode rows
     for name, (raw, ours) in results.items():
-        label = {"worker": "worker (full)", "huey": "huey (peer)"}.get(name, name)
+        label = {
+            "worker": "worker (full)",
+            "huey": "huey (peer)",
+            "consume + decode": "consume + ack",
+            "worker + decode": "worker (full)",
+        }.get(name, name)
+        if name == "consume + decode":
+            print("\nagainst raw + decode (headers parsed, body validated, handler called):")
         # The median of each run's own ratio: raw and courier ran back to
         # back, so the machine's load changes less between them than between runs.
         ratio = median(o / r for r, o in zip(raw, ours, strict=True))
