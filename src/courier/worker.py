@@ -238,7 +238,10 @@ class Worker:
                 continue
             timeout = min(self.options.sleep, 1.0) if block else 0.0
             try:
-                batch = self._receive(source, wanted, timeout)
+                if timeout and self.options.stops_when_empty:
+                    batch = self._look_then_wait(source, wanted, timeout)
+                else:
+                    batch = self._receive(source, wanted, timeout)
             except TransportError as error:
                 self._backoff(source, error)
                 continue
@@ -254,6 +257,24 @@ class Worker:
                 self._wake.wait(self.options.sleep)
                 self._wake.clear()
         return []
+
+    def _look_then_wait(self, source: Source, wanted: int, timeout: float) -> list[Received]:
+        """For a run that stops when empty: wait only while something may still come.
+
+        A look that does not wait first; if it finds nothing and nothing is
+        in flight or delayed either, the run is over now (``_round`` stops
+        it), not after waiting ``sleep`` for messages nobody will send. A
+        delayed retry, or a message another worker holds, is waited for as
+        before. Our own acknowledgements go out first: pending, they would
+        count as messages in flight.
+        """
+        batch = self._receive(source, wanted, 0.0)
+        if batch:
+            return batch
+        self._acks.flush()
+        if self.options.stop_when_idle or self._drained():
+            return batch
+        return self._receive(source, wanted, timeout)
 
     def _all_paused(self, paused: frozenset[str]) -> bool:
         return all(source.transport.name in paused for source in self._sources)

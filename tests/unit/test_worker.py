@@ -51,6 +51,8 @@ class Spy(MemoryTransport):
         self.renewed: list[str] = []
         self.fail_receives = 0
         self.keepalive: float | None = None
+        #: The timeout of every receive, in order.
+        self.timeouts: list[float] = []
 
     def receive(
         self, queues: Sequence[str] | None = None, *, max: int = 1, timeout: float = 0.0
@@ -59,6 +61,7 @@ class Spy(MemoryTransport):
             self.fail_receives -= 1
             raise ConnectionLost("broker restarting")
         got = super().receive(queues, max=max, timeout=timeout)
+        self.timeouts.append(timeout)
         if got:
             self.receive_max.append(max)
         return got
@@ -532,6 +535,19 @@ def test_stop_when_empty_waits_for_delayed_retries(
     assert runs == [1, 2, 3]
     assert (worker.handled, worker.failed, worker.retried) == (1, 0, 1)
     assert jobs.stats()[0] == QueueStats("jobs", 0, 0, 0, 0)
+
+
+def test_stop_when_empty_ends_at_once_when_nothing_can_come(
+    bus: Bus, run_worker: Callable[..., Worker]
+) -> None:
+    handled = handle_all(bus)
+    dispatch(bus, 3)
+    worker = run_worker(bus, ["jobs"], stop_when_idle=False, stop_when_empty=True, sleep=30)
+    assert (handled, worker.stop_reason) == ([0, 1, 2], StopReason.EMPTY)
+    # Nothing ready, in flight or delayed: no receive waited for more.
+    assert spy(bus).timeouts
+    assert set(spy(bus).timeouts) == {0.0}
+    assert spy(bus).stats()[0] == QueueStats("jobs", 0, 0, 0, 0)
 
 
 class UnconfirmedOutbox(MemoryTransport):
