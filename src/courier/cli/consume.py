@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.text import Text
 
 from courier.cli import exit_codes
-from courier.cli.context import CliContext, fail
+from courier.cli.context import CliContext, check_transports
 from courier.cli.observe import MetricsChoice, metrics_options, worker_metrics
 from courier.cli.pool_command import base_id, pool_options, run_pool
 from courier.events import (
@@ -201,10 +201,7 @@ def consume(
     With --processes, the pool forwards both to its processes.
     """
     bus = cli.bus(need_app=True)
-    for name in transports:
-        if name not in bus.transports:
-            known = ", ".join(sorted(bus.transports)) or "none"
-            raise fail(f"unknown transport {name!r} (configured: {known})", exit_codes.NOT_FOUND)
+    check_transports(bus, transports)
     options = WorkerOptions(
         limit=limit,
         time_limit=time_limit,

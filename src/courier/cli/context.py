@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import click
 from rich.console import Console
 
 from courier.bus import Bus
+from courier.cli import exit_codes
 from courier.config import CourierSettings, build_bus, load_settings
 from courier.errors import ConfigurationError
 from courier.transports.sqlite import SqliteTransport
@@ -44,6 +46,14 @@ class CliError(click.ClickException):
 
 def fail(message: str, exit_code: int) -> CliError:
     return CliError(message, exit_code)
+
+
+def check_transports(bus: Bus, names: Iterable[str]) -> None:
+    """Refuse a transport the configuration does not have, naming those it does (exit 4)."""
+    for name in names:
+        if name not in bus.transports:
+            known = ", ".join(sorted(bus.transports)) or "none"
+            raise fail(f"unknown transport {name!r} (configured: {known})", exit_codes.NOT_FOUND)
 
 
 class SecretMaskingFilter(logging.Filter):

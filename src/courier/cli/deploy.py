@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from courier.cli import exit_codes
-from courier.cli.context import CliContext, fail
+from courier.cli.context import CliContext, check_transports, fail
 from courier.deploy_recipes import Recipe, supervisor_program, systemd_unit
 
 __all__ = ["command", "courier_executable"]
@@ -35,10 +35,7 @@ def courier_executable() -> list[str]:
 
 def consumed_transports(cli: CliContext, names: tuple[str, ...]) -> list[str]:
     bus = cli.bus(read_only=True)
-    for name in names:
-        if name not in bus.transports:
-            known = ", ".join(sorted(bus.transports)) or "none"
-            raise fail(f"unknown transport {name!r} (configured: {known})", exit_codes.NOT_FOUND)
+    check_transports(bus, names)
     if names:
         return list(dict.fromkeys(names))
     stores = {bus.failure_transport, bus.invalid_transport}

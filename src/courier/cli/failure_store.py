@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from courier.cli import exit_codes
-from courier.cli.context import fail
+from courier.cli.context import check_transports, fail
 from courier.cli.output import escape, say, timestamp
 from courier.dead_letters import InvalidMessage
 from courier.envelope import ErrorDetails
@@ -247,9 +247,7 @@ def resolve(items: Sequence[Stored], ids: Sequence[str]) -> list[Stored]:
 
 def check_target(bus: Bus, to: str) -> None:
     """Refuse a ``--to`` that no worker would consume from, before anything is sent."""
-    if to not in bus.transports:
-        known = ", ".join(sorted(bus.transports))
-        raise fail(f"unknown transport {to!r} (configured: {known})", exit_codes.NOT_FOUND)
+    check_transports(bus, [to])
     if to in (bus.failure_transport, bus.invalid_transport):
         raise fail(f"cannot retry into {to!r}: it is a dead-letter store", exit_codes.USAGE)
     if bus.transport(to).capabilities.in_process:

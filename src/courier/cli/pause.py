@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import click
 
-from courier.cli import exit_codes
-from courier.cli.context import CliContext, fail
+from courier.cli.context import CliContext, check_transports
 from courier.cli.output import say
 from courier.cli.worker_status import open_board
 
 __all__ = ["commands"]
-
-
-def _check(cli: CliContext, transports: tuple[str, ...]) -> None:
-    bus = cli.bus()
-    for name in transports:
-        if name not in bus.transports:
-            known = ", ".join(sorted(bus.transports)) or "none"
-            raise fail(f"unknown transport {name!r} (configured: {known})", exit_codes.NOT_FOUND)
 
 
 @click.command("pause")
@@ -32,7 +23,7 @@ def _check(cli: CliContext, transports: tuple[str, ...]) -> None:
 @click.pass_obj
 def pause(cli: CliContext, transports: tuple[str, ...]) -> None:
     """Workers stop receiving from TRANSPORTS (after the message in hand) until resumed."""
-    _check(cli, transports)
+    check_transports(cli.bus(), transports)
     _, store = open_board(cli, read_only=False)
     for name in transports:
         store.pause(name)
@@ -45,7 +36,7 @@ def pause(cli: CliContext, transports: tuple[str, ...]) -> None:
 @click.pass_obj
 def resume(cli: CliContext, transports: tuple[str, ...]) -> None:
     """Workers receive from TRANSPORTS again."""
-    _check(cli, transports)
+    check_transports(cli.bus(), transports)
     _, store = open_board(cli, read_only=False)
     for name in transports:
         store.resume(name)

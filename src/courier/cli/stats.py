@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from courier.cli import exit_codes
-from courier.cli.context import CliContext, fail
+from courier.cli.context import CliContext, check_transports
 from courier.cli.output import cell, print_table, table
 from courier.transports.base import subscription_queue
 
@@ -28,10 +27,7 @@ COUNTS = ("ready", "in_flight", "delayed", "dead")
 
 def pick_transports(bus: Bus, names: tuple[str, ...]) -> list[str]:
     """The transports named (each must exist), or every one that is not in-process."""
-    for name in names:
-        if name not in bus.transports:
-            known = ", ".join(sorted(bus.transports)) or "none"
-            raise fail(f"unknown transport {name!r} (configured: {known})", exit_codes.NOT_FOUND)
+    check_transports(bus, names)
     if names:
         return list(dict.fromkeys(names))
     return [
