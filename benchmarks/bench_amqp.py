@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
-from workload import SendEmail, in_fresh_process, payload
+from workload import SendEmail, drop_amqp_queue, in_fresh_process, payload
 
 from courier import Bus
 from courier.transports.dsn import Dsn
@@ -268,12 +268,7 @@ def measure(url: str, case: Callable[..., float], count: int, prefill: bool) -> 
     if prefill:
         fill(url, queue, count)
     rate = float(in_fresh_process(case, (url, queue, count), timeout=600))
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    channel = connection.channel()
-    left = channel.queue_declare(queue, passive=True).method.message_count
-    channel.queue_delete(queue)
-    channel.queue_delete(f"{queue}.dead")
-    connection.close()
+    left = drop_amqp_queue(url, queue)
     expected = 0 if prefill else count
     if left != expected:
         raise SystemExit(f"{case.__name__}: {left} messages left in the queue, expected {expected}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_sqlite
 from workload import SendEmail, payload
 
 from courier import Bus, Envelope
@@ -189,8 +189,7 @@ def sqlite_stages(count: int, folder: Path) -> dict[str, Callable[[], float]]:
         path = bus.transport("bench").path  # type: ignore[attr-defined]
         bus.close()
 
-        connection = sqlite3.connect(path, isolation_level=None)
-        connection.execute("PRAGMA synchronous = NORMAL")  # courier's default, as in its DSN
+        connection = bench_sqlite.raw_connect(path, "normal")  # courier's default synchronous
         classes = {SendEmail.message_name: SendEmail}
         done, token = 0, 0
         started = time.perf_counter()

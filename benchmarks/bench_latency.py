@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
+from workload import drop_amqp_queue
+
 from courier import Bus, Message
 from courier.worker import Worker, WorkerOptions
 
@@ -147,18 +149,11 @@ def main() -> None:
 
 
 def cleanup(dsn: str) -> None:
-    """Delete the AMQP queue, its dead-letter queue and what else setup declared."""
-    import pika  # type: ignore[import-untyped]
-
+    """Delete the AMQP queue and its dead-letter queue."""
     bus = Bus(transports={"bench": dsn})
-    transport = bus.transport("bench")
-    queue = transport.queue
+    queue = bus.transport("bench").queue
     bus.close()
-    connection = pika.BlockingConnection(pika.URLParameters(dsn.split("?")[0]))
-    channel = connection.channel()
-    channel.queue_delete(queue)
-    channel.queue_delete(f"{queue}.dead")
-    connection.close()
+    drop_amqp_queue(dsn.split("?")[0], queue)
 
 
 if __name__ == "__main__":

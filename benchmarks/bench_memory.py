@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import Any, ClassVar
 
+from workload import drop_amqp_queue
+
 from courier import Bus, Message
 from courier.worker import Worker, WorkerOptions
 from courier.worker_options import rss_mib
@@ -129,14 +131,7 @@ def main() -> None:
 
 
 def cleanup(url: str, dsn: str) -> None:
-    import pika  # type: ignore[import-untyped]
-
-    queue = make_bus(dsn).transport("bench").queue
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    channel = connection.channel()
-    channel.queue_delete(queue)
-    channel.queue_delete(f"{queue}.dead")
-    connection.close()
+    drop_amqp_queue(url, make_bus(dsn).transport("bench").queue)
 
 
 if __name__ == "__main__":

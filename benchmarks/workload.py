@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from courier import Message
 
-__all__ = ["SendEmail", "in_fresh_process", "payload"]
+__all__ = ["SendEmail", "drop_amqp_queue", "in_fresh_process", "payload"]
 
 
 class SendEmail(Message):
@@ -50,3 +50,18 @@ def in_fresh_process(target: Callable[..., Any], args: tuple[Any, ...], timeout:
     result = results.get(timeout=timeout)
     process.join()
     return result
+
+
+def drop_amqp_queue(url: str, queue: str) -> int:
+    """Delete ``queue`` and its dead-letter queue from RabbitMQ; how many messages it still held."""
+    import pika  # type: ignore[import-untyped]
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        left = int(channel.queue_declare(queue, passive=True).method.message_count)
+        channel.queue_delete(queue)
+        channel.queue_delete(f"{queue}.dead")
+    finally:
+        connection.close()
+    return left
